@@ -1,0 +1,123 @@
+"""Configuration: one TOML file (``--config`` / ``OTEL_AIBILL_CONFIG``) plus ``OTEL_AIBILL_*`` env.
+
+Money values are written as strings in TOML ("0.25") and parsed to Decimal; floats are refused
+so a price can never pick up binary rounding on its way in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_DB = "sqlite:///aibill.db"
+DEFAULT_CUSTOMER_KEYS = ("stripe.customer.id", "customer.id", "tenant.id", "enduser.id", "user.id")
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError(f"write money as a string (\"{value}\"), not a float, to keep it exact")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttributionConfig(_Strict):
+    keys: tuple[str, ...] = DEFAULT_CUSTOMER_KEYS
+    """Attribute keys naming the customer, in order; span attributes first, then resource."""
+    baggage_keys: tuple[str, ...] = DEFAULT_CUSTOMER_KEYS
+    """Baggage entries the in-process processor copies onto every span at start."""
+    pending_grace_seconds: int = Field(default=900, ge=0)
+    """How long usage waits for its trace's customer before it is kept as "unattributed"."""
+
+
+class PriceOverride(_Strict):
+    """A custom model or an override of a catalog price, per million tokens."""
+
+    provider: str
+    model: str
+    effective_from: datetime | None = None
+    input_mtok: Decimal = Decimal(0)
+    output_mtok: Decimal = Decimal(0)
+    cache_read_mtok: Decimal | None = None
+    cache_write_mtok: Decimal | None = None
+    request: Decimal | None = None  # flat price per request
+    service_tier: str | None = None  # applies only to this served tier when set
+
+    _v = field_validator(
+        "input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "request", mode="before"
+    )(_no_float)
+
+
+class MarkupRule(_Strict):
+    """Percent and/or fixed fee per request, with an optional minimum charge.
+
+    Scope is the most specific of customer > model > provider > global that is set.
+    """
+
+    id: str
+    provider: str | None = None
+    model: str | None = None
+    customer: str | None = None
+    percent: Decimal = Decimal(0)
+    fixed_fee: Decimal = Decimal(0)
+    minimum: Decimal | None = None
+
+    _v = field_validator("percent", "fixed_fee", "minimum", mode="before")(_no_float)
+
+
+class PricingConfig(_Strict):
+    currency: str = "USD"
+    overrides: tuple[PriceOverride, ...] = ()
+    markup: tuple[MarkupRule, ...] = ()
+
+
+class ProcessorConfig(_Strict):
+    queue_size: int = Field(default=8192, ge=1)
+    on_full: Literal["drop", "block"] = "drop"
+    batch_size: int = Field(default=512, ge=1)
+    flush_interval_ms: int = Field(default=500, ge=1)
+
+
+class Config(BaseModel):
+    """The whole configuration. Sections not shown here belong to optional components."""
+
+    model_config = ConfigDict(extra="allow")
+
+    db: str = DEFAULT_DB
+    attribution: AttributionConfig = AttributionConfig()
+    customers: dict[str, str] = Field(default_factory=dict)
+    """App customer id -> Stripe customer id."""
+    pricing: PricingConfig = PricingConfig()
+    processor: ProcessorConfig = ProcessorConfig()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, db: str | None = None) -> Config:
+    """Read the TOML file (if any), then apply ``OTEL_AIBILL_DB`` and an explicit ``db``."""
+    path = path or os.environ.get("OTEL_AIBILL_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    env_db = os.environ.get("OTEL_AIBILL_DB")
+    if db:
+        data["db"] = db
+    elif env_db:
+        data["db"] = env_db
+    try:
+        return Config.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"invalid config{f' {path}' if path else ''}: {exc}") from exc

@@ -1,0 +1,132 @@
+"""The ledger interface: the single source of truth for billed usage.
+
+Backends (SQLite embedded default, PostgreSQL for scale-out) implement ``Ledger``.
+Every write is one transaction: when a method returns, what it wrote is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from otel_aibill.usage import PricedUsage
+
+GROUP_FIELDS = ("customer", "provider", "model", "operation", "day")
+"""Fields ``usage_summary`` can group by."""
+
+
+@dataclass(slots=True, frozen=True)
+class AppendBatch:
+    """What one ingest step writes, atomically.
+
+    ``trace_customers`` maps trace ids to the customer some span of that trace named
+    (first one wins, durable), so usage that arrived without a customer can be attributed later.
+    ``not_billable`` counts spans that produced no usage, by reason.
+    """
+
+    rows: Sequence[PricedUsage] = ()
+    trace_customers: Mapping[str, str] = field(default_factory=dict)
+    not_billable: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class AppendResult:
+    inserted: int = 0
+    duplicate_spans: int = 0  # same (trace_id, span_id) already stored: redelivery, a no-op
+    duplicate_responses: int = 0  # a sibling span already billed the same response id
+    new_trace_customers: tuple[str, ...] = ()  # trace ids whose customer became known now
+
+
+@dataclass(slots=True, frozen=True)
+class LedgerRow:
+    seq: int  # monotonically increasing insertion number
+    priced: PricedUsage
+    ingested_at: datetime
+    export_batch: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Attribution:
+    """Set the customer (and the billed amount that depends on it) of a pending row."""
+
+    trace_id: str
+    span_id: str
+    customer: str
+    billed: Decimal | None
+    markup_rule: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class UsageQuery:
+    customer: str | None = None
+    since: datetime | None = None  # inclusive, on span start time
+    until: datetime | None = None  # exclusive
+    by: tuple[str, ...] = ("customer", "provider", "model")
+
+
+@dataclass(slots=True, frozen=True)
+class UsageSummary:
+    """One group of usage. ``cost``/``billed`` sum priced rows only; ``unpriced_spans`` counts the rest."""
+
+    key: Mapping[str, str]
+    spans: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: Decimal
+    billed: Decimal
+    currency: str
+    unpriced_spans: int = 0
+    pending_spans: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Customer:
+    customer_id: str
+    stripe_customer_id: str | None
+    name: str | None = None
+
+
+class Ledger(Protocol):
+    def append(self, batch: AppendBatch) -> AppendResult: ...
+
+    def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]: ...
+
+    def pending_attribution(
+        self, trace_ids: Iterable[str] | None = None, *, started_before_ns: int | None = None, limit: int = 10_000
+    ) -> list[LedgerRow]:
+        """Rows whose customer is still unknown, optionally only of these traces / older than a time."""
+        ...
+
+    def set_attribution(self, updates: Sequence[Attribution]) -> int: ...
+
+    def usage_summary(self, query: UsageQuery) -> list[UsageSummary]: ...
+
+    def rows(
+        self,
+        *,
+        trace_id: str | None = None,
+        customer: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[LedgerRow]: ...
+
+    def not_billable_counts(self) -> dict[str, int]: ...
+
+    def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None: ...
+
+    def customers(self) -> list[Customer]: ...
+
+    def exportable(self, limit: int = 10_000) -> list[LedgerRow]:
+        """Attributed, priced rows not yet assigned to an export batch, in ``seq`` order."""
+        ...
+
+    def assign_export_batch(self, seqs: Sequence[int], batch_id: str) -> None: ...
+
+    def close(self) -> None: ...
