@@ -1,0 +1,275 @@
+"""In-process billing: a span processor, and a span exporter for ``opentelemetry-instrument``.
+
+``on_end`` runs on the host application's thread, so it only does a set test and a deque
+append; conversion, extraction, pricing and the ledger write happen on a worker thread.
+Nothing here raises into the host: failures are counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import baggage, context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, get_tracer_provider
+
+from otel_aibill.config import Config, load_config
+from otel_aibill.ledger import open_ledger
+from otel_aibill.ledger.base import Ledger
+from otel_aibill.pipeline import IngestResult, Pipeline
+from otel_aibill.usage import SpanView
+
+logger = logging.getLogger(__name__)
+
+# A span is worth the worker's time only if it carries one of these: GenAI/LLM markers of every
+# convention we read, or a customer key (root spans name the customer of their trace).
+_MARKERS = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.system",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.request.type",
+        "llm.model_name",
+        "llm.token_count.prompt",
+        "llm.token_count.completion",
+        "openinference.span.kind",
+        "embedding.model_name",
+    }
+)
+
+
+def _hex(value: int, width: int) -> str:
+    return format(value, f"0{width}x")
+
+
+def span_view(span: ReadableSpan) -> SpanView:
+    """SDK span → the pipeline's neutral span."""
+    ctx = span.context
+    parent = span.parent
+    scope = span.instrumentation_scope
+    return SpanView(
+        trace_id=_hex(ctx.trace_id, 32) if ctx else "",
+        span_id=_hex(ctx.span_id, 16) if ctx else "",
+        name=span.name,
+        start_time_ns=span.start_time or 0,
+        end_time_ns=span.end_time or 0,
+        attributes=dict(span.attributes or {}),
+        resource=span.resource.attributes if span.resource else {},
+        scope_name=scope.name if scope else "",
+        scope_version=scope.version if scope else None,
+        parent_span_id=_hex(parent.span_id, 16) if parent else None,
+    )
+
+
+class BaggageToAttributes(SpanProcessor):
+    """Copies configured baggage entries onto each span at start.
+
+    A customer set once in baggage at the request's entry (and propagated across services by the
+    W3C ``baggage`` header) thereby reaches every LLM span below it.
+    """
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._keys = tuple(keys)
+
+    def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        try:
+            entries = baggage.get_all(parent_context)
+            if not entries:
+                return
+            for key in self._keys:
+                value = entries.get(key)
+                if isinstance(value, str) and value:
+                    span.set_attribute(key, value)
+        except Exception:  # never into the host
+            logger.debug("baggage copy failed", exc_info=True)
+
+
+class BillingSpanProcessor(SpanProcessor):
+    """Bills the GenAI spans of this process into the ledger.
+
+    Bounded queue: with ``on_full="drop"`` (default) a full queue drops the span and counts it
+    in ``dropped``; with ``"block"`` the host thread waits for room.
+    """
+
+    def __init__(
+        self,
+        db: str | None = None,
+        config: Config | None = None,
+        *,
+        ledger: Ledger | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
+        self.config = config or load_config(db=db)
+        if pipeline is None:
+            self._owns_ledger = ledger is None
+            ledger = ledger or open_ledger(db or self.config.db)
+            pipeline = Pipeline(ledger, self.config)
+        else:
+            self._owns_ledger = False
+        self.pipeline = pipeline
+        pc = self.config.processor
+        self._max = pc.queue_size
+        self._block = pc.on_full == "block"
+        self._batch = pc.batch_size
+        self._interval = pc.flush_interval_ms / 1000
+        self._baggage = BaggageToAttributes(self.config.attribution.baggage_keys)
+        self._markers = _MARKERS | frozenset(self.config.attribution.keys)
+        self._queue: deque[ReadableSpan] = deque()
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._done = 0  # spans taken off the queue and handled (or given up on)
+        self._enqueued = 0
+        self._shutdown = False
+        self.dropped = 0
+        self.failed = 0
+        self.errors = 0
+        self._worker = threading.Thread(target=self._run, name="otel-aibill-processor", daemon=True)
+        self._worker.start()
+
+    # -- host thread ---------------------------------------------------------------------------
+
+    def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        self._baggage.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            attrs = span._attributes  # noqa: SLF001 — the public property copies into a proxy
+            raw = getattr(attrs, "_dict", attrs)
+            if not raw or self._markers.isdisjoint(raw) or self._shutdown:
+                return
+            queue = self._queue
+            if len(queue) >= self._max:
+                if not self._block:
+                    self.dropped += 1
+                    return
+                with self._cond:
+                    while len(queue) >= self._max and not self._shutdown:
+                        self._cond.wait(0.1)
+            queue.append(span)
+            self._enqueued += 1
+            if len(queue) >= self._batch:
+                self._wake.set()
+        except Exception:
+            self.errors += 1
+
+    # -- worker --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._drain()
+            if self._shutdown and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            batch: list[ReadableSpan] = []
+            while queue and len(batch) < self._batch:
+                batch.append(queue.popleft())
+            if self._block:
+                with self._cond:
+                    self._cond.notify_all()
+            self._ingest(batch)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+    def _ingest(self, batch: list[ReadableSpan]) -> IngestResult | None:
+        views = []
+        for span in batch:
+            try:
+                views.append(span_view(span))
+            except Exception:
+                self.errors += 1
+        delay = 0.05
+        for _attempt in range(8):  # a locked or briefly failing ledger is retried, not dropped
+            try:
+                return self.pipeline.ingest(views)
+            except Exception:
+                logger.exception("otel-aibill: ledger write failed; retrying")
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.failed += len(views)
+        logger.error("otel-aibill: gave up on %d spans after repeated ledger failures", len(views))
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        target = self._enqueued
+        self._wake.set()
+        with self._cond:
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def shutdown(self) -> None:
+        if self._shutdown:
+            return
+        self.force_flush()
+        self._shutdown = True
+        self._wake.set()
+        self._worker.join(timeout=30)
+        try:
+            self.pipeline.sweep()
+        except Exception:
+            logger.exception("otel-aibill: pending sweep failed at shutdown")
+        if self._owns_ledger:
+            self.pipeline.ledger.close()
+
+
+class BillingSpanExporter(SpanExporter):
+    """``OTEL_TRACES_EXPORTER=aibill``: bill an unmodified app run under ``opentelemetry-instrument``.
+
+    The SDK wraps exporters in a BatchSpanProcessor (its own worker thread), so ``export`` writes
+    synchronously. Exporters cannot see span starts, so on construction this also registers a
+    baggage-copying processor on the global provider, which the SDK has already installed.
+    """
+
+    def __init__(self, db: str | None = None, config: Config | None = None, **_: Any) -> None:
+        self.config = config or load_config(db=db)
+        self._ledger = open_ledger(db or self.config.db)
+        self.pipeline = Pipeline(self._ledger, self.config)
+        self._markers = _MARKERS | frozenset(self.config.attribution.keys)
+        provider = get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.add_span_processor(BaggageToAttributes(self.config.attribution.baggage_keys))
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            markers = self._markers
+            views = [span_view(s) for s in spans if s.attributes and not markers.isdisjoint(s.attributes)]
+            if views:
+                self.pipeline.ingest(views)
+            return SpanExportResult.SUCCESS
+        except Exception:
+            logger.exception("otel-aibill: export failed")
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        try:
+            self.pipeline.sweep()
+        finally:
+            self._ledger.close()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
