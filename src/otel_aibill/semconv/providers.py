@@ -104,7 +104,7 @@ _HOST_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("-aiplatform.googleapis.com", "gcp.vertex_ai"),
 )
 
-_PRICING_IDS: dict[str, str] = {
+PRICING_PROVIDER_IDS: dict[str, str] = {
     "openai": "openai",
     "anthropic": "anthropic",
     "aws.bedrock": "aws",
@@ -178,4 +178,4 @@ def normalize_provider(name: str | None, server_address: str | None) -> str:
 
 def pricing_provider_id(provider: str) -> str | None:
     """The genai-prices provider id for a normalised provider; None lets it guess from the model."""
-    return _PRICING_IDS.get(provider)
+    return PRICING_PROVIDER_IDS.get(provider)
