@@ -1,0 +1,94 @@
+"""``otel-aibill serve``: the OTLP receivers (gRPC :4317, HTTP :4318) and the ops/UI port."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from otel_aibill.config import Config, ConfigError, load_config
+
+
+def command_config(ctx: typer.Context | None, db: str | None, config: str | None) -> Config:
+    """The global ``--db``/``--config`` (in ``ctx.obj``), overridden by the same options given after
+    the command name."""
+    base: Config | None = None
+    if ctx is not None and isinstance(ctx.obj, dict):
+        base = ctx.obj.get("config")
+    try:
+        if config is not None or base is None:
+            return load_config(config, db=db or (base.db if base is not None and config is None else None))
+    except ConfigError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return base.model_copy(update={"db": db}) if db else base
+
+
+def sink_factory(cfg: Config) -> Any:
+    """Open the ledger and pipeline on the committer's thread (SQLite connections are per thread)."""
+
+    def factory() -> Any:
+        from otel_aibill.ledger import open_ledger
+        from otel_aibill.pipeline import Pipeline
+
+        ledger = open_ledger(cfg.db)
+        return Pipeline(ledger, cfg), ledger.close
+
+    return factory
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (loopback by default).")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="OTLP/gRPC port [4317].")] = None,
+    http_port: Annotated[int | None, typer.Option(help="OTLP/HTTP port [4318].")] = None,
+    ui_port: Annotated[int | None, typer.Option(help="Dashboard, /healthz and /metrics port [8318].")] = None,
+    auth_token: Annotated[
+        str | None,
+        typer.Option(
+            help="Require 'Authorization: Bearer TOKEN' (env OTEL_AIBILL_AUTH_TOKEN).", show_default=False
+        ),
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(help="TLS certificate (PEM) for both receivers.")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
+    max_pending_spans: Annotated[
+        int | None, typer.Option(help="Spans waiting for commit before clients are told to retry [65536].")
+    ] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Ledger URL (overrides the global --db).")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="TOML configuration file.")] = None,
+) -> None:
+    """Receive OTLP traces (gRPC and HTTP), bill them into the ledger; acknowledge after commit."""
+    from pydantic import ValidationError
+
+    from otel_aibill.receiver.server import run
+    from otel_aibill.receiver.settings import receiver_settings
+
+    cfg = command_config(ctx, db, config)
+    try:
+        settings = receiver_settings(
+            cfg,
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            ui_port=ui_port,
+            auth_token=auth_token,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            max_pending_spans=max_pending_spans,
+        )
+    except (ValidationError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] invalid receiver settings: {exc}")
+        raise typer.Exit(2) from exc
+    console = Console(stderr=True)
+
+    def ready(ports: dict[str, int]) -> None:
+        scheme = "https" if settings.tls_cert else "http"
+        console.print(
+            f"otel-aibill receiving OTLP on grpc {settings.host}:{ports['grpc']} and "
+            f"{scheme}://{settings.host}:{ports['http']}/v1/traces; "
+            f"ui {scheme}://{settings.host}:{ports['ui']}/ (ledger {cfg.db})",
+            highlight=False,
+        )
+
+    raise typer.Exit(run(settings, sink_factory(cfg), on_ready=ready))

@@ -1,0 +1,221 @@
+"""Group commit: one writer thread turns many concurrent requests into few ledger transactions.
+
+Each request is acknowledged only after the transaction holding its spans committed, yet
+requests do not wait for each other's transactions one by one: whatever queued up while the
+previous commit ran is ingested together and all of those requests complete at once. The queue
+is bounded in spans; when it is full ``submit`` raises ``Overloaded`` with a retry hint, which
+the transports turn into 429/503 + Retry-After and UNAVAILABLE + RetryInfo.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Protocol
+
+from otel_aibill.receiver.metrics import ReceiverMetrics
+from otel_aibill.usage import SpanView
+
+log = logging.getLogger(__name__)
+
+
+class IngestOutcome(Protocol):
+    @property
+    def billed(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+    @property
+    def unpriced(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def not_billable(self) -> Mapping[str, int]: ...
+
+
+class SpanSink(Protocol):
+    """What the committer writes to: ``otel_aibill.pipeline.Pipeline`` in production."""
+
+    def ingest(self, spans: Sequence[SpanView]) -> IngestOutcome: ...
+
+
+SinkFactory = Callable[[], tuple[SpanSink, Callable[[], None]]]
+"""Called on the writer thread (SQLite connections belong to the thread that opened them);
+returns the sink and a function that closes it."""
+
+
+class Overloaded(Exception):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"ingest queue full, retry in {retry_after_s:g}s")
+        self.retry_after_s = retry_after_s
+
+
+class ShuttingDown(Exception):
+    pass
+
+
+class CommitFailed(Exception):
+    """The ledger transaction failed; nothing of the request was acknowledged."""
+
+
+_Item = tuple[list[SpanView], "Future[None]"]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        sink_factory: SinkFactory,
+        metrics: ReceiverMetrics,
+        *,
+        max_pending_spans: int = 65_536,
+        max_batch_spans: int = 8_192,
+        retry_after_s: float = 1.0,
+        sweep_interval_s: float = 60.0,
+        commit_delay_s: float = 0.0,
+    ) -> None:
+        self._factory = sink_factory
+        self._metrics = metrics
+        self._max_pending = max_pending_spans
+        self._max_batch = max_batch_spans
+        self._retry_after = retry_after_s
+        self._sweep_interval = sweep_interval_s
+        self._commit_delay = commit_delay_s  # testing hook: a slow ledger
+        self._queue: deque[_Item] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="otel-aibill-committer", daemon=True)
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        """Start the writer thread; raises what opening the sink raised."""
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def submit(self, spans: list[SpanView]) -> Future[None]:
+        """Queue spans for the next commit; the future completes once they are committed."""
+        future: Future[None] = Future()
+        if not spans:
+            future.set_result(None)
+            return future
+        n = len(spans)
+        with self._cond:
+            if self._closing:
+                raise ShuttingDown
+            # a request larger than the whole queue is still taken when the queue is empty
+            if self._pending and self._pending + n > self._max_pending:
+                self._metrics.overloaded.inc()
+                raise Overloaded(self._retry_after)
+            self._pending += n
+            self._queue.append((spans, future))
+            self._metrics.queue_depth.set(self._pending)
+            self._cond.notify()
+        return future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new work, commit everything queued, stop the writer and close the sink."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _take(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait(self._sweep_interval)
+                if not self._queue and not self._closing:
+                    return []  # idle: time for a sweep
+            if not self._queue:
+                return None
+            items = [self._queue.popleft()]
+            size = len(items[0][0])
+            while self._queue and size + len(self._queue[0][0]) <= self._max_batch:
+                item = self._queue.popleft()
+                size += len(item[0])
+                items.append(item)
+            return items
+
+    def _run(self) -> None:
+        try:
+            sink, close_sink = self._factory()
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        last_sweep = time.monotonic()
+        try:
+            while True:
+                items = self._take()
+                if items is None:
+                    return
+                if items:
+                    self._commit(sink, items)
+                if time.monotonic() - last_sweep >= self._sweep_interval:
+                    last_sweep = time.monotonic()
+                    self._sweep(sink)
+        finally:
+            try:
+                close_sink()
+            except Exception:
+                log.exception("closing the ledger failed")
+
+    def _commit(self, sink: SpanSink, items: list[_Item]) -> None:
+        spans = items[0][0] if len(items) == 1 else [s for batch, _ in items for s in batch]
+        try:
+            self._ingest(sink, spans)
+        except Exception as exc:
+            if len(items) > 1:
+                # one bad request must not fail the others it was grouped with
+                for item in items:
+                    self._commit(sink, [item])
+                return
+            log.exception("ledger commit failed for %d spans", len(spans))
+            self._done(items, CommitFailed(f"ledger commit failed: {exc}"))
+            return
+        self._done(items, None)
+
+    def _ingest(self, sink: SpanSink, spans: Sequence[SpanView]) -> None:
+        started = time.perf_counter()
+        if self._commit_delay:
+            time.sleep(self._commit_delay)
+        result = sink.ingest(spans)
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.commit_spans.observe(len(spans))
+        self._metrics.record_ingest(
+            billed=result.billed,
+            duplicates=result.duplicates,
+            unpriced=result.unpriced,
+            pending=result.pending,
+            not_billable=result.not_billable,
+        )
+
+    def _done(self, items: list[_Item], error: BaseException | None) -> None:
+        with self._cond:
+            self._pending -= sum(len(batch) for batch, _ in items)
+            self._metrics.queue_depth.set(self._pending)
+        for _, future in items:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def _sweep(self, sink: SpanSink) -> None:
+        sweep = getattr(sink, "sweep", None)
+        if sweep is None:
+            return
+        try:
+            sweep(time.time_ns())
+        except Exception:
+            log.exception("sweeping pending attribution failed")

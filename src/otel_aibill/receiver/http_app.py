@@ -1,0 +1,141 @@
+"""OTLP/HTTP: ``POST /v1/traces`` with protobuf or JSON bodies, as a plain ASGI app.
+
+One path and one method do not need a router; reading ``receive`` directly lets the body be
+decompressed chunk by chunk under the size limit. Large bodies are decoded on a worker thread so
+the event loop (health checks, other requests) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from otel_aibill.receiver.auth import bearer_ok
+from otel_aibill.receiver.body import BadEncoding, BodyReader, BodyTooLarge
+from otel_aibill.receiver.committer import CommitFailed, Overloaded, ShuttingDown
+from otel_aibill.receiver.ingest import Ingestor
+from otel_aibill.receiver.otlp_common import Decoded, DecodeError
+from otel_aibill.receiver.responses import JSON, PROTOBUF, export_response, status_body
+from otel_aibill.receiver.settings import ReceiverSettings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+TRACES_PATH = "/v1/traces"
+_OFFLOAD_BYTES = 1024 * 1024  # decode bodies larger than this off the event loop
+
+# google.rpc.Code values used in error bodies
+_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE, _UNIMPLEMENTED = 3, 8, 16, 14, 12
+
+
+class OtlpHttpApp:
+    def __init__(self, ingestor: Ingestor, settings: ReceiverSettings) -> None:
+        self._ingestor = ingestor
+        self._token = settings.auth_token
+        self._limit = settings.max_message_bytes
+        self._retry_after = settings.retry_after_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan or websocket handling needed
+        status, ctype, body, extra = await self._handle(scope, receive)
+        self._ingestor.metrics.requests.labels("http", _OUTCOMES.get(status, str(status))).inc()
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
+        if scope["path"] != TRACES_PATH:
+            return 404, "text/plain", b"not found: OTLP traces are accepted at POST /v1/traces\n", []
+        if scope["method"] != "POST":
+            return 405, "text/plain", b"method not allowed\n", [(b"allow", b"POST")]
+        headers = _headers(scope)
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype not in (PROTOBUF, JSON):
+            return (
+                415,
+                "text/plain",
+                b"unsupported content type: use application/x-protobuf or application/json\n",
+                [],
+            )
+        if not bearer_ok(self._token, headers.get("authorization")):
+            body = status_body(ctype, _UNAUTHENTICATED, "missing or wrong bearer token")
+            return 401, ctype, body, [(b"www-authenticate", b"Bearer")]
+        try:
+            length = int(headers.get("content-length", "0") or "0")
+        except ValueError:
+            length = 0
+        if length > self._limit:
+            return (
+                413,
+                ctype,
+                status_body(ctype, _RESOURCE_EXHAUSTED, f"body larger than {self._limit} bytes"),
+                [],
+            )
+        try:
+            reader = BodyReader(headers.get("content-encoding", ""), self._limit)
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return 400, ctype, b"", []
+                reader.feed(message.get("body", b""))
+                more = message.get("more_body", False)
+            raw = reader.finish()
+        except BodyTooLarge:
+            msg = f"decompressed body larger than {self._limit} bytes"
+            return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
+        except BadEncoding as exc:
+            return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), []
+        return await self._ingest(raw, ctype)
+
+    async def _ingest(self, raw: bytes, ctype: str) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
+        try:
+            decoded: Decoded
+            if len(raw) > _OFFLOAD_BYTES:
+                decoded = await asyncio.to_thread(self._ingestor.decode, raw, ctype)
+            else:
+                decoded = self._ingestor.decode(raw, ctype)
+        except DecodeError as exc:
+            return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), []
+        try:
+            accepted = self._ingestor.accept(decoded)
+        except Overloaded as exc:
+            return self._retry(ctype, 429, str(exc), exc.retry_after_s)
+        except ShuttingDown:
+            return self._retry(ctype, 503, "receiver is shutting down", self._retry_after)
+        try:
+            await asyncio.wrap_future(accepted.done)
+        except CommitFailed as exc:
+            return self._retry(ctype, 503, str(exc), self._retry_after)
+        return 200, ctype, export_response(ctype, accepted.rejected, accepted.error_message), []
+
+    @staticmethod
+    def _retry(
+        ctype: str, status: int, message: str, retry_after: float
+    ) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
+        seconds = max(1, round(retry_after))  # Retry-After takes whole seconds
+        body = status_body(ctype, _UNAVAILABLE, message, retry_after)
+        return status, ctype, body, [(b"retry-after", str(seconds).encode())]
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+
+
+_OUTCOMES = {
+    200: "ok",
+    400: "invalid",
+    401: "unauthenticated",
+    404: "not_found",
+    405: "bad_method",
+    413: "too_large",
+    415: "bad_content_type",
+    429: "overloaded",
+    503: "unavailable",
+}

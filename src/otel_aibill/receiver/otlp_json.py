@@ -1,0 +1,200 @@
+"""OTLP/JSON ExportTraceServiceRequest → ``SpanView``s, by hand.
+
+Not ``google.protobuf.json_format``: OTLP/JSON differs from the proto3 JSON mapping (trace and span
+ids are hex, not base64), int64 values may arrive as strings or numbers, and unknown fields must
+be ignored. Keys are lowerCamelCase per the OTLP spec; the proto field names are accepted too,
+as proto3 JSON parsers do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids
+from otel_aibill.usage import AttrValue, SpanView
+
+_HEX = frozenset("0123456789abcdef")
+_SKIP = object()
+
+
+class _SpanError(ValueError):
+    pass
+
+
+def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
+    value = obj.get(camel)
+    if value is None and snake != camel:
+        value = obj.get(snake)
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise _SpanError(f"{what} is not an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _SpanError(f"{what} is not an integer: {str(value)[:40]!r}")
+
+
+def _double(value: Any) -> float:
+    if isinstance(value, bool):
+        raise _SpanError("doubleValue is not a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(
+                value
+            )  # proto3 JSON also spells "NaN", "Infinity", "-Infinity" and numbers as strings
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number) or value in ("NaN", "Infinity", "-Infinity"):
+                return number
+    raise _SpanError(f"doubleValue is not a number: {str(value)[:40]!r}")
+
+
+def _hex_id(value: Any, what: str) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise _SpanError(f"{what} is not a hex string")
+    hex_id = str(value).lower()
+    if not _HEX.issuperset(hex_id):
+        raise _SpanError(f"{what} is not hex: {hex_id[:40]!r}")
+    return hex_id
+
+
+def _any_value(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return _SKIP
+    if (v := value.get("stringValue", _SKIP)) is not _SKIP or (
+        v := value.get("string_value", _SKIP)
+    ) is not _SKIP:
+        if not isinstance(v, str):
+            raise _SpanError("stringValue is not a string")
+        return v
+    if (v := _get(value, "intValue", "int_value")) is not None:
+        return _int(v, "intValue")
+    if (v := _get(value, "doubleValue", "double_value")) is not None:
+        return _double(v)
+    if (v := _get(value, "boolValue", "bool_value")) is not None:
+        if not isinstance(v, bool):
+            raise _SpanError("boolValue is not a boolean")
+        return v
+    if (v := _get(value, "arrayValue", "array_value")) is not None:
+        values = v.get("values") if isinstance(v, dict) else None
+        items = [_any_value(x) for x in values or ()]
+        if not items:
+            return ()
+        if items[0] is not _SKIP and all(type(x) is type(items[0]) for x in items):
+            return tuple(items)
+    return _SKIP  # kvlistValue, bytesValue, empty value: not used for billing
+
+
+def _attributes(items: Any) -> dict[str, AttrValue]:
+    if items is None:
+        return {}
+    if not isinstance(items, list):
+        raise _SpanError("attributes is not a list")
+    attrs: dict[str, AttrValue] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise _SpanError("attribute is not an object")
+        key = item.get("key")
+        if not isinstance(key, str):
+            raise _SpanError("attribute key is not a string")
+        value = _any_value(item.get("value"))
+        if value is not _SKIP:
+            attrs[key] = value
+    return attrs
+
+
+def _list(obj: dict[str, Any], camel: str, snake: str) -> list[Any]:
+    value = _get(obj, camel, snake)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise DecodeError(f"{camel} is not a list")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DecodeError(f"{what} is not an object")
+    return value
+
+
+def _span(s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version: str | None) -> SpanView:
+    if not isinstance(s, dict):
+        raise _SpanError("span is not an object")
+    trace_id = _hex_id(_get(s, "traceId", "trace_id"), "traceId")
+    span_id = _hex_id(_get(s, "spanId", "span_id"), "spanId")
+    parent = _hex_id(_get(s, "parentSpanId", "parent_span_id"), "parentSpanId") or None
+    problem = check_ids(trace_id, span_id, parent)
+    if problem is not None:
+        raise _SpanError(problem)
+    name = s.get("name") or ""
+    if not isinstance(name, str):
+        raise _SpanError(f"name of span {span_id} is not a string")
+    start = _get(s, "startTimeUnixNano", "start_time_unix_nano")
+    end = _get(s, "endTimeUnixNano", "end_time_unix_nano")
+    return SpanView(
+        trace_id,
+        span_id,
+        name,
+        _int(start, "startTimeUnixNano") if start is not None else 0,
+        _int(end, "endTimeUnixNano") if end is not None else 0,
+        _attributes(s.get("attributes")),
+        resource,
+        scope_name,
+        scope_version,
+        parent,
+    )
+
+
+def decode_json_obj(request: Any) -> Decoded:
+    """Decode an already-parsed OTLP/JSON request object."""
+    if not isinstance(request, dict):
+        raise DecodeError("request is not a JSON object")
+    out = Decoded()
+    append = out.spans.append
+    for rs in _list(request, "resourceSpans", "resource_spans"):
+        rs = _object(rs, "resourceSpans item")
+        try:
+            resource = _attributes(_object(rs.get("resource"), "resource").get("attributes"))
+        except _SpanError as exc:
+            raise DecodeError(f"resource: {exc}") from exc
+        for ss in _list(rs, "scopeSpans", "scope_spans"):
+            ss = _object(ss, "scopeSpans item")
+            scope = _object(ss.get("scope"), "scope")
+            scope_name = scope.get("name") or ""
+            scope_version = scope.get("version") or None
+            if not isinstance(scope_name, str) or not isinstance(scope_version, str | None):
+                raise DecodeError("scope name/version is not a string")
+            for s in _list(ss, "spans", "spans"):
+                try:
+                    append(_span(s, resource, scope_name, scope_version))
+                except _SpanError as exc:
+                    out.reject(str(exc))
+    return out
+
+
+def decode_json(data: bytes | str) -> Decoded:
+    """Decode an OTLP/JSON ExportTraceServiceRequest; raises ``DecodeError`` when it is not one."""
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from exc
+    return decode_json_obj(request)

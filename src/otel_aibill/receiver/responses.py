@@ -1,0 +1,63 @@
+"""OTLP reply bodies and gRPC retry metadata, in the encoding the client spoke."""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def export_response(content_type: str, rejected: int, error_message: str) -> bytes:
+    """An ExportTraceServiceResponse; ``partial_success`` only when something was rejected."""
+    if content_type == JSON:
+        if not rejected and not error_message:
+            return b"{}"
+        partial = {"rejectedSpans": str(rejected), "errorMessage": error_message}
+        return json.dumps({"partialSuccess": partial}).encode()
+    response = trace_service_pb2.ExportTraceServiceResponse()
+    if rejected or error_message:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = error_message
+    return bytes(response.SerializeToString())
+
+
+def retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
+    seconds = int(retry_after_s)
+    return error_details_pb2.RetryInfo(
+        retry_delay=Duration(seconds=seconds, nanos=int((retry_after_s - seconds) * 1e9))
+    )
+
+
+def status_body(content_type: str, code: int, message: str, retry_after_s: float | None = None) -> bytes:
+    """A google.rpc.Status, the error body OTLP/HTTP prescribes (with RetryInfo when retryable)."""
+    status = status_pb2.Status(code=code, message=message)
+    if retry_after_s is not None:
+        status.details.add().Pack(retry_info(retry_after_s))
+    if content_type == JSON:
+        body: dict[str, object] = {"code": code, "message": message}
+        if retry_after_s is not None:
+            body["details"] = [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s:g}s"}
+            ]
+        return json.dumps(body).encode()
+    return bytes(status.SerializeToString())
+
+
+def grpc_retry_trailers(message: str, retry_after_s: float) -> tuple[tuple[str, bytes], ...]:
+    """UNAVAILABLE trailers carrying RetryInfo where each exporter family looks for it.
+
+    The Go collector reads ``grpc-status-details-bin`` (a google.rpc.Status), the Python SDK
+    exporter reads ``google.rpc.retryinfo-bin``; both are sent.
+    """
+    info = retry_info(retry_after_s)
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
+    status.details.add().Pack(info)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
