@@ -1,9 +1,9 @@
 """Which genai-prices provider prices a span: from the OTel provider name, or the API host it called.
 
-The OTel name → genai-prices id table belongs with the conventions (``semconv``); this local copy
-stands in until ``otel_aibill.semconv.pricing_provider_id`` exists, then should defer to it.
-genai-prices' own fuzzy provider matching is deliberately not used for names: ``azure.ai.openai``
-"contains openai" and would be priced as OpenAI.
+The OTel name → genai-prices id table belongs with the conventions: ``semconv.pricing_provider_id``
+is asked first; the table here only adds spellings it does not (deprecated ``gen_ai.system`` values,
+other instrumentations' names) and genai-prices' own ids. genai-prices' fuzzy provider matching is
+deliberately not used for names: ``azure.ai.openai`` "contains openai" and would be priced as OpenAI.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 
 from genai_prices.types import Provider
+
+from otel_aibill.semconv import pricing_provider_id as _semconv_pricing_provider_id
 
 _OTEL_TO_GENAI_PRICES: dict[str, str | None] = {
     # current gen_ai.provider.name values
@@ -53,6 +55,8 @@ _OTEL_TO_GENAI_PRICES: dict[str, str | None] = {
 def pricing_provider_id(provider: str, known_ids: Sequence[str] = ()) -> str | None:
     """The genai-prices provider id for an OTel provider name, or None when it has no prices."""
     name = provider.strip().lower()
+    if found := _semconv_pricing_provider_id(name):
+        return found
     if name in _OTEL_TO_GENAI_PRICES:
         return _OTEL_TO_GENAI_PRICES[name]
     return name if name in known_ids else None
