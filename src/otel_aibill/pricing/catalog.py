@@ -194,7 +194,7 @@ class Catalog:
             if info is None:
                 return Line(lambda _ns: Miss(f"no price for model {model!r} at provider {pid!r}"))
             return Line(lambda _ns: Miss(f"catalog prices are USD, prices are kept in {self.currency}"))
-        price_key = f"{key_provider}/{info.id if info is not None else model}"
+        price_key = f"{key_provider}/{info.id if info is not None else model.strip().lower()}"
         catalog_model = info if usd_catalog else None
         # genai-prices applies variants only to a provider's own models, not to fallback ones.
         variants = bool(context) and gp_provider is not None and any(info is m for m in gp_provider.models)
