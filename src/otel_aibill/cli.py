@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -106,7 +105,9 @@ def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console
     table = Table(title="Usage", show_lines=False)
     for key in by:
         table.add_column(key)
-    for col in ("spans", "input", "output", "cache read", "cache write", "reasoning", "cost", "billed", "margin"):
+    numeric = ("spans", "input", "output", "cache read", "cache write", "reasoning")
+    numeric += ("cost", "billed", "margin")
+    for col in numeric:
         table.add_column(col, justify="right")
     table.add_column("notes")
     for item in items:
@@ -246,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -101,7 +101,8 @@ class Pipeline:
         rows: list[PricedUsage] = []
         pending_traces: set[str] = set()
         for usage, customer in usages:
-            customer = customer or trace_customers.get(usage.trace_id) or self._trace_customers.get(usage.trace_id)
+            trace_id = usage.trace_id
+            customer = customer or trace_customers.get(trace_id) or self._trace_customers.get(trace_id)
             if customer is not None:
                 usage = replace(usage, customer=customer)
             else:
@@ -145,7 +146,9 @@ class Pipeline:
                 continue
             billed = self.pricer.bill(row.priced, customer)
             usage = row.priced.usage
-            updates.append(Attribution(usage.trace_id, usage.span_id, customer, billed.billed, billed.markup_rule))
+            updates.append(
+                Attribution(usage.trace_id, usage.span_id, customer, billed.billed, billed.markup_rule)
+            )
         return self.ledger.set_attribution(updates) if updates else 0
 
     def sweep(self, now_ns: int | None = None) -> int:

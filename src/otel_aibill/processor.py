@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import baggage, context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -23,7 +23,7 @@ from otel_aibill.config import Config, load_config
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import Ledger
 from otel_aibill.pipeline import IngestResult, Pipeline
-from otel_aibill.usage import SpanView
+from otel_aibill.usage import Attributes, SpanView
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def span_view(span: ReadableSpan) -> SpanView:
         name=span.name,
         start_time_ns=span.start_time or 0,
         end_time_ns=span.end_time or 0,
-        attributes=dict(span.attributes or {}),
-        resource=span.resource.attributes if span.resource else {},
+        attributes=cast(Attributes, dict(span.attributes or {})),
+        resource=cast(Attributes, span.resource.attributes) if span.resource else {},
         scope_name=scope.name if scope else "",
         scope_version=scope.version if scope else None,
         parent_span_id=_hex(parent.span_id, 16) if parent else None,
@@ -145,7 +145,7 @@ class BillingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            attrs = span._attributes  # noqa: SLF001 — the public property copies into a proxy
+            attrs = span._attributes  # the public property wraps a copy in a proxy
             raw = getattr(attrs, "_dict", attrs)
             if not raw or self._markers.isdisjoint(raw) or self._shutdown:
                 return
