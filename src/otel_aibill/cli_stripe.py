@@ -1,0 +1,160 @@
+"""``otel-aibill stripe setup|export|reconcile``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from otel_aibill.config import Config
+from otel_aibill.stripe.config import StripeConfig, StripeEnv, currency_of, stripe_config
+
+stripe_app = typer.Typer(help="Export usage to Stripe meters.", no_args_is_help=True)
+console = Console()
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _settings(ctx: typer.Context) -> tuple[Config, StripeConfig]:
+    cfg: Config = ctx.obj["config"]
+    try:
+        return cfg, stripe_config(cfg)
+    except ValueError as exc:
+        raise _fail(f"invalid [stripe] settings: {exc}") from exc
+
+
+def _client(sc: StripeConfig, required: bool) -> Any:
+    from otel_aibill.stripe.transport import make_client
+
+    client = make_client(StripeEnv.from_env(), sc)
+    if client is None and required:
+        raise _fail("STRIPE_API_KEY is not set")
+    return client
+
+
+def _open(ctx: typer.Context) -> tuple[Any, Any]:
+    from otel_aibill.ledger import open_ledger
+    from otel_aibill.stripe.store import ExportStore
+
+    db = ctx.obj["db"]
+    try:
+        return open_ledger(db), ExportStore(db)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _time(value: str, name: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _fail(f"{name}: not an ISO 8601 date or time: {value!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@stripe_app.command()
+def setup(
+    ctx: typer.Context,
+    price: Annotated[bool, typer.Option(help="In cost mode, also create a product and a price.")] = True,
+) -> None:
+    """Create the meters the configured mode needs (and a price in cost mode); safe to run again."""
+    from otel_aibill.stripe.setup import ensure_meters, ensure_price
+
+    cfg, sc = _settings(ctx)
+    client = _client(sc, required=True)
+    actions = ensure_meters(client, sc)
+    if sc.mode == "cost" and price and sc.create_price:
+        actions += ensure_price(client, sc, currency_of(cfg, sc), actions[0].id)
+    for a in actions:
+        console.print(f"{a.kind:8} {a.action:12} {a.id}  {a.detail}")
+
+
+@stripe_app.command()
+def export(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    retry_rejected: Annotated[
+        bool, typer.Option(help="Forget Stripe's rejections of customers and send their usage again.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Send pending usage as meter events. Without STRIPE_API_KEY: show what would be sent."""
+    from otel_aibill.stripe.exporter import StripeExporter
+
+    cfg, sc = _settings(ctx)
+    ledger, store = _open(ctx)
+    exporter = StripeExporter(ledger, store, cfg, _client(sc, required=False), stripe_settings=sc)
+    if retry_rejected:
+        store.clear_rejections()
+    if not once:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            exporter.run_forever(stop)
+        except KeyboardInterrupt:
+            stop.set()
+        return
+    report = exporter.run_once()
+    if as_json:
+        out = {k: getattr(report, k) for k in report.__dataclass_fields__}
+        console.print_json(json.dumps(out, default=str))
+        return
+    if report.dry_run:
+        console.print(f"dry run (no STRIPE_API_KEY): {len(report.dry_run_events)} events would be sent")
+        table = Table("identifier", "event", "payload", "timestamp")
+        for ev in report.dry_run_events:
+            table.add_row(ev["identifier"], ev["event_name"], json.dumps(ev["payload"]), str(ev["timestamp"]))
+        console.print(table)
+    else:
+        console.print(
+            f"batches {len(report.batches)}  rows {report.rows_staged}  events planned {report.events_planned}"
+            f"  sent {report.events_sent}  already in Stripe {report.events_already_in_stripe}"
+            f"  requests {report.requests}  pending {report.pending}  review {report.review}"
+        )
+    for reason, n in sorted(report.dead_lettered.items()):
+        console.print(f"[yellow]held[/yellow] {n} rows: {reason}")
+    for err in report.errors:
+        console.print(f"[red]{err}[/red]")
+
+
+@stripe_app.command()
+def reconcile(
+    ctx: typer.Context,
+    start: Annotated[str, typer.Option("--from", help="Start (inclusive), ISO 8601; align to windows.")],
+    end: Annotated[str, typer.Option("--to", help="End (exclusive), ISO 8601.")],
+) -> None:
+    """Per customer and meter: ledger vs sent vs Stripe's event summaries. Exit 1 on a mismatch."""
+    from otel_aibill.stripe.reconcile import reconcile_range
+
+    cfg, sc = _settings(ctx)
+    client = _client(sc, required=True)
+    ledger, store = _open(ctx)
+    lines = reconcile_range(ledger, store, client, cfg, sc, _time(start, "--from"), _time(end, "--to"))
+    table = Table("customer", "meter", "ledger units", "sent", "unsent", "stripe", "status")
+    for ln in lines:
+        table.add_row(
+            ln.stripe_customer, ln.event_name, str(ln.ledger_units), str(ln.sent_units), str(ln.unsent_units),
+            "no meter" if ln.stripe_units is None else str(ln.stripe_units), "ok" if ln.ok else "MISMATCH",
+        )
+    console.print(table)
+    for dl_reason, count in _dead_counts(store).items():
+        console.print(f"[yellow]dead letters[/yellow] {count} rows: {dl_reason}")
+    for err in store.webhook_errors():
+        console.print(f"[red]stripe reported[/red] {err.type} {err.code} {err.identifier}: {err.message}")
+    if any(not ln.ok for ln in lines):
+        raise typer.Exit(1)
+
+
+def _dead_counts(store: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for dl in store.dead_letters():
+        counts[dl.reason] = counts.get(dl.reason, 0) + 1
+    return counts

@@ -1,0 +1,171 @@
+"""Pure planning: usage rows -> meter events, with integer values and a carried remainder.
+
+Nothing here does I/O, so the whole mapping from money and tokens to what Stripe counts can be
+tested on its own, including the no-drift property of the remainder carry.
+
+Token types (tokens mode), from the canonical accounting where ``input_tokens`` is the whole
+prompt including cache reads and writes and ``output_tokens`` includes reasoning:
+
+* providers with their own cache types (default: anthropic)
+  ``input = input_tokens - cache_read - cache_write``, ``cache_read``, ``cache_write``;
+* every other provider: ``input = input_tokens - cache_read`` (cache writes are billed as
+  input by those providers), ``cached_input = cache_read``;
+* ``output = output_tokens`` (reasoning is part of it, never added again).
+
+The types of one row always sum to ``input_tokens + output_tokens``: nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
+
+from otel_aibill.stripe.config import StripeConfig
+
+Dims = tuple[tuple[str, str], ...]
+CarryKey = tuple[str, str, Dims]
+"""(Stripe customer id, event name, dimensions): the scope of one remainder."""
+
+_WINDOW_SECONDS = {"hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """The part of a ledger row the export needs, with its customer already resolved."""
+
+    seq: int
+    customer: str  # the app's customer id
+    stripe_customer: str
+    start_ns: int
+    provider: str
+    model: str
+    currency: str
+    billed: Decimal
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    event_name: str
+    dims: Dims
+    amount: Decimal  # in meter units, not yet rounded
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    identifier: str
+    stripe_customer: str
+    event_name: str
+    dims: Dims
+    window_start: int  # unix seconds
+    timestamp: int  # unix seconds, inside the window
+    amount: Decimal  # true total of the members, in meter units
+    value: int  # what is sent: floor(carry + amount)
+
+    def payload(self, sc: StripeConfig) -> dict[str, str]:
+        body = {sc.customer_payload_key: self.stripe_customer, sc.value_payload_key: str(self.value)}
+        body.update(dict(self.dims))
+        return body
+
+
+def token_types(row: ExportRow, cache_providers: Iterable[str]) -> list[tuple[str, int]]:
+    """Split canonical tokens into Stripe token types (see the module docstring)."""
+    cache_read, cache_write = row.cache_read_tokens, row.cache_write_tokens
+    if row.provider in tuple(cache_providers):
+        kinds = [
+            ("input", row.input_tokens - cache_read - cache_write),
+            ("cache_read", cache_read),
+            ("cache_write", cache_write),
+        ]
+    else:
+        kinds = [("input", row.input_tokens - cache_read), ("cached_input", cache_read)]
+    kinds.append(("output", row.output_tokens))
+    if any(n < 0 for _, n in kinds):
+        raise ValueError(f"row {row.seq}: token parts exceed their totals: {kinds}")
+    return [(kind, n) for kind, n in kinds if n]
+
+
+def measures(row: ExportRow, sc: StripeConfig) -> list[Measure]:
+    if sc.mode == "cost":
+        amount = row.billed.scaleb(sc.unit_exponent)
+        return [Measure(sc.cost_event_name, (), amount)]
+    model = f"{row.provider}/{row.model}"
+    return [
+        Measure(sc.tokens_event_name, (("model", model), ("token_type", kind)), Decimal(n))
+        for kind, n in token_types(row, sc.cache_token_providers)
+    ]
+
+
+def window_start(ts: int, window: str) -> int:
+    size = _WINDOW_SECONDS[window]
+    return ts - ts % size
+
+
+def carry_units(amount: Decimal, remainder: Decimal) -> tuple[int, Decimal]:
+    """Whole units to send now and the remainder to carry: their sum never drifts from the total."""
+    total = remainder + amount
+    # A remainder can be negative after a rejected event was taken back; never send a negative value.
+    units = max(0, int(total.to_integral_value(rounding=ROUND_FLOOR)))
+    return units, total - units
+
+
+def event_identifier(batch_id: str, key: tuple[str, str, Dims, int]) -> str:
+    """Deterministic from the persisted batch and the group, ≤ 100 chars as Stripe requires."""
+    text = "|".join([key[0], key[1], repr(key[2]), str(key[3])])
+    return f"oab-{batch_id}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+
+
+@dataclass(slots=True)
+class _Group:
+    amount: Decimal
+    last_ts: int
+
+
+def plan_batch(
+    batch_id: str,
+    rows: Iterable[ExportRow],
+    sc: StripeConfig,
+    carry: Mapping[CarryKey, Decimal],
+    now_s: int,
+) -> tuple[list[EventDraft], dict[CarryKey, Decimal]]:
+    """Group rows by (customer, meter, dimensions, window) and give each group an integer value.
+
+    Returns the events (in a stable order) and the remainders that changed.
+    """
+    groups: dict[tuple[str, str, Dims, int], _Group] = {}
+    for row in rows:
+        ts = row.start_ns // 1_000_000_000
+        win = window_start(ts, sc.window)
+        for m in measures(row, sc):
+            key = (row.stripe_customer, m.event_name, m.dims, win)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = _Group(m.amount, ts)
+            else:
+                group.amount += m.amount
+                group.last_ts = max(group.last_ts, ts)
+    changed: dict[CarryKey, Decimal] = {}
+    events = []
+    for key in sorted(groups):
+        group = groups[key]
+        ckey: CarryKey = (key[0], key[1], key[2])
+        rem = changed.get(ckey, carry.get(ckey, Decimal(0)))
+        value, changed[ckey] = carry_units(group.amount, rem)
+        events.append(
+            EventDraft(
+                identifier=event_identifier(batch_id, key),
+                stripe_customer=key[0],
+                event_name=key[1],
+                dims=key[2],
+                window_start=key[3],
+                timestamp=min(group.last_ts, now_s),
+                amount=group.amount,
+                value=value,
+            )
+        )
+    return events, changed

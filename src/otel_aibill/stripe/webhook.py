@@ -1,0 +1,112 @@
+"""``POST /stripe/webhook``: Stripe's thin events about meter events it could not accept.
+
+``v1.billing.meter.error_report_triggered`` and ``v1.billing.meter.no_meter_found`` carry only
+ids; with a client the full event is fetched to learn the error codes and sample identifiers.
+A customer Stripe does not know takes its events back into dead letters (sent again once fixed);
+other errors mark the events and are shown by ``otel-aibill stripe reconcile``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import stripe
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from otel_aibill.stripe.store import ExportStore, WebhookError
+
+log = logging.getLogger("otel_aibill.stripe")
+
+HANDLED = ("v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found")
+CUSTOMER_CODES = ("meter_event_customer_not_found",)
+SINCE_MARGIN = 300
+
+
+def _ts(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def _event_identifier(store: ExportStore, raw: str) -> str:
+    """Sample errors name the request; our idempotency keys are ``ik-`` + the event identifier."""
+    if store.event(raw) is None and raw.startswith("ik-") and store.event(raw[3:]) is not None:
+        return raw[3:]
+    return raw
+
+
+def apply_thin_event(
+    store: ExportStore, thin: dict[str, Any], full: dict[str, Any] | None, now: int
+) -> list[WebhookError]:
+    """Record what Stripe reported and act on it. ``full`` is the fetched event (with ``data``)."""
+    meter = str((thin.get("related_object") or {}).get("id", ""))
+    errors: list[WebhookError] = []
+    data = (full or {}).get("data") or {}
+    since = _ts(data.get("validation_start"), now) - SINCE_MARGIN
+    for etype in (data.get("reason") or {}).get("error_types", []):
+        code = str(etype.get("code", ""))
+        for sample in etype.get("sample_errors", []):
+            ident = _event_identifier(store, str(sample.get("request", {}).get("identifier", "")))
+            message = str(sample.get("error_message", ""))
+            errors.append(WebhookError(thin["id"], ident, thin["type"], code, meter, message, now))
+            ev = store.event(ident)
+            if ev is None:
+                continue
+            if code in CUSTOMER_CODES:
+                taken = store.reject_customer(ev.stripe_customer, code, message, since, now)
+                log.error(
+                    "Stripe rejected customer %s (%s): %d events back to dead letters",
+                    ev.stripe_customer,
+                    code,
+                    taken,
+                )
+            elif ev.state in ("sent", "pending"):
+                store.mark_state([ident], "error", code, message)
+    if not errors:
+        errors.append(
+            WebhookError(thin["id"], "", thin["type"], "unknown", meter, "details not fetched", now)
+        )
+    added = store.add_webhook_errors(errors)
+    log.error("Stripe %s (%d new error records) for meter %s", thin["type"], added, meter or "?")
+    return errors
+
+
+def webhook_route(
+    store: ExportStore,
+    secret: str,
+    client: stripe.StripeClient | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Route:
+    """The route ``serve`` mounts. The signature is checked with the SDK before anything is read."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        raw = (await request.body()).decode("utf-8")
+        header = request.headers.get("stripe-signature")
+        try:
+            stripe.WebhookSignature.verify_header(raw, header, secret)
+        except stripe.SignatureVerificationError:
+            return JSONResponse({"error": "invalid signature"}, status_code=400)
+        try:
+            thin = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if thin.get("object") != "v2.core.event" or thin.get("type") not in HANDLED:
+            return JSONResponse({"received": True, "ignored": True})
+        full: dict[str, Any] | None = None
+        if client is not None:
+            notification = client.parse_event_notification_without_verification(raw)
+            event = await run_in_threadpool(notification.fetch_event)
+            full = event.to_dict()
+        await run_in_threadpool(apply_thin_event, store, thin, full, int(clock()))
+        return JSONResponse({"received": True})
+
+    return Route("/stripe/webhook", endpoint, methods=["POST"])
