@@ -10,6 +10,7 @@ the transports turn into 429/503 + Retry-After and UNAVAILABLE + RetryInfo.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -90,6 +91,7 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="otel-aibill-committer", daemon=True)
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        self._rate = 0.0  # recent commit throughput, spans/s (moving average)
 
     @property
     def pending_spans(self) -> int:
@@ -115,12 +117,18 @@ class GroupCommitter:
             # a request larger than the whole queue is still taken when the queue is empty
             if self._pending and self._pending + n > self._max_pending:
                 self._metrics.overloaded.inc()
-                raise Overloaded(self._retry_after)
+                raise Overloaded(self._retry_hint())
             self._pending += n
             self._queue.append((spans, future))
             self._metrics.queue_depth.set(self._pending)
             self._cond.notify()
         return future
+
+    def _retry_hint(self) -> float:
+        """Roughly the time to drain the queue at the recent commit rate, jittered so that
+        refused clients do not all come back at the same instant."""
+        drain = self._pending / self._rate if self._rate > 0 else self._retry_after
+        return min(max(self._retry_after, drain), 30.0) * random.uniform(1.0, 1.5)
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new work, commit everything queued, stop the writer and close the sink."""
@@ -191,7 +199,10 @@ class GroupCommitter:
         if self._commit_delay:
             time.sleep(self._commit_delay)
         result = sink.ingest(spans)
-        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        rate = len(spans) / max(elapsed, 1e-6)
+        self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+        self._metrics.commit_seconds.observe(elapsed)
         self._metrics.commit_spans.observe(len(spans))
         self._metrics.record_ingest(
             billed=result.billed,
