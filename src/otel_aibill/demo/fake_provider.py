@@ -8,7 +8,9 @@ and every exchange is logged, so tests can compute the usage they expect to be b
 Scripting, for tests that need an exact usage or an error:
 
 - header ``x-fake-usage: {json}`` merges into the usage the response reports;
-- header ``x-fake-error: 429|500|503|529`` answers with that error (every attempt);
+- header ``x-fake-error: 429|500|503|529`` answers with that error: every attempt, or only the
+  first N requests of a tag with ``x-fake-error-times: N`` (so the SDK's own retry succeeds);
+- header ``x-fake-tag: NAME`` labels the exchange in the log, for tests to find it;
 - ``FakeProvider.script_usage(...)`` / ``script_error(...)`` apply to the next request(s) only,
   so an SDK's retry after a scripted error succeeds.
 """
@@ -30,6 +32,8 @@ from otel_aibill.demo.wire import JSON, ApiError, Reply, new_id
 
 USAGE_HEADER = "x-fake-usage"
 ERROR_HEADER = "x-fake-error"
+ERROR_TIMES_HEADER = "x-fake-error-times"
+TAG_HEADER = "x-fake-tag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class Exchange:
     response_id: str | None
     model: str | None  # the served model
     stream: bool
+    tag: str | None = None  # the request's x-fake-tag header
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class FakeProvider:
         self._exchanges: list[Exchange] = []
         self._usage_queue: deque[JSON] = deque()
         self._error_queue: deque[_ScriptedError] = deque()
+        self._errors_by_tag: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -129,6 +135,7 @@ class FakeProvider:
             self._exchanges.clear()
             self._usage_queue.clear()
             self._error_queue.clear()
+            self._errors_by_tag.clear()
         self.openai_cache.clear()
         self.anthropic_cache.clear()
 
@@ -142,7 +149,7 @@ class FakeProvider:
             provider = "openai"
         else:
             reply = _not_found(route)
-            self._log("unknown", route, None, reply)
+            self._log("unknown", route, None, reply, headers)
             return reply
         request_id = new_id("req_")
         body: JSON | None = None
@@ -151,7 +158,7 @@ class FakeProvider:
         except ApiError as err:
             reply = _error(provider, err, request_id)
         reply.headers.setdefault("x-request-id" if provider == "openai" else "request-id", request_id)
-        self._log(provider, route, body, reply)
+        self._log(provider, route, body, reply, headers)
         return reply
 
     def _answer(
@@ -174,11 +181,20 @@ class FakeProvider:
         value = headers.get(ERROR_HEADER)
         if value:
             try:
-                return _ScriptedError(int(value), 0.01)
+                status, times = int(value), int(headers.get(ERROR_TIMES_HEADER) or 0)
             except ValueError:
                 raise ApiError(
                     400, "invalid_request_error", f"{ERROR_HEADER} must be an HTTP status"
                 ) from None
+            if times <= 0:
+                return _ScriptedError(status, 0.01)
+            key = headers.get(TAG_HEADER) or value
+            with self._lock:
+                served = self._errors_by_tag.get(key, 0)
+                if served < times:
+                    self._errors_by_tag[key] = served + 1
+                    return _ScriptedError(status, 0.01)
+            return None
         with self._lock:
             return self._error_queue.popleft() if self._error_queue else None
 
@@ -195,7 +211,9 @@ class FakeProvider:
         with self._lock:
             return self._usage_queue.popleft() if self._usage_queue else None
 
-    def _log(self, provider: str, path: str, body: JSON | None, reply: Reply) -> None:
+    def _log(
+        self, provider: str, path: str, body: JSON | None, reply: Reply, headers: dict[str, str]
+    ) -> None:
         exchange = Exchange(
             provider=provider,
             path=path,
@@ -206,6 +224,7 @@ class FakeProvider:
             response_id=reply.response_id,
             model=reply.model,
             stream=reply.stream,
+            tag=headers.get(TAG_HEADER),
         )
         with self._lock:
             self._exchanges.append(exchange)
