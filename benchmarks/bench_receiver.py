@@ -60,13 +60,20 @@ def template() -> ts.ExportTraceServiceRequest:
         s = ss.spans.add(trace_id=MARK + i.to_bytes(8, "big"), span_id=(i + 1).to_bytes(8, "big"))
         s.name, s.kind = "chat gpt-4o-mini", 3
         s.start_time_unix_nano, s.end_time_unix_nano = now, now + 900_000_000
-        s.attributes.extend([
-            _kv("gen_ai.operation.name", "chat"), _kv("gen_ai.provider.name", "openai"),
-            _kv("gen_ai.request.model", "gpt-4o-mini"), _kv("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
-            _kv("gen_ai.usage.input_tokens", 1000 + i), _kv("gen_ai.usage.output_tokens", 200),
-            _kv("gen_ai.response.id", f"chatcmpl-{i}"), _kv("server.address", "api.openai.com"),
-            _kv("gen_ai.request.temperature", 0.7), _kv("customer.id", f"cust-{i % 50}"),
-        ])
+        s.attributes.extend(
+            [
+                _kv("gen_ai.operation.name", "chat"),
+                _kv("gen_ai.provider.name", "openai"),
+                _kv("gen_ai.request.model", "gpt-4o-mini"),
+                _kv("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+                _kv("gen_ai.usage.input_tokens", 1000 + i),
+                _kv("gen_ai.usage.output_tokens", 200),
+                _kv("gen_ai.response.id", f"chatcmpl-{i}"),
+                _kv("server.address", "api.openai.com"),
+                _kv("gen_ai.request.temperature", 0.7),
+                _kv("customer.id", f"cust-{i % 50}"),
+            ]
+        )
     return req
 
 
@@ -75,19 +82,41 @@ def json_template(req: ts.ExportTraceServiceRequest) -> str:
         kind = v.WhichOneof("value")
         if kind == "int_value":
             return {"intValue": str(v.int_value)}
-        return {{"string_value": "stringValue", "double_value": "doubleValue", "bool_value": "boolValue"}[kind]:
-                getattr(v, kind)}
+        return {
+            {"string_value": "stringValue", "double_value": "doubleValue", "bool_value": "boolValue"}[
+                kind
+            ]: getattr(v, kind)
+        }
 
     def attrs(items: object) -> list[dict[str, object]]:
         return [{"key": kv.key, "value": value(kv.value)} for kv in items]  # type: ignore[attr-defined]
 
     rs = req.resource_spans[0]
     ss = rs.scope_spans[0]
-    doc = {"resourceSpans": [{"resource": {"attributes": attrs(rs.resource.attributes)}, "scopeSpans": [{
-        "scope": {"name": ss.scope.name},
-        "spans": [{"traceId": s.trace_id.hex(), "spanId": s.span_id.hex(), "name": s.name, "kind": s.kind,
-                   "startTimeUnixNano": str(s.start_time_unix_nano), "endTimeUnixNano": str(s.end_time_unix_nano),
-                   "attributes": attrs(s.attributes)} for s in ss.spans]}]}]}
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": attrs(rs.resource.attributes)},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": ss.scope.name},
+                        "spans": [
+                            {
+                                "traceId": s.trace_id.hex(),
+                                "spanId": s.span_id.hex(),
+                                "name": s.name,
+                                "kind": s.kind,
+                                "startTimeUnixNano": str(s.start_time_unix_nano),
+                                "endTimeUnixNano": str(s.end_time_unix_nano),
+                                "attributes": attrs(s.attributes),
+                            }
+                            for s in ss.spans
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     return json.dumps(doc)
 
 
@@ -116,10 +145,22 @@ class ServerProc:
     def __init__(self, db: Path) -> None:
         self.ports = {k: free_port() for k in ("grpc", "http", "ui")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otel_aibill.cli", "serve", "--db", f"sqlite:///{db}",
-             "--grpc-port", str(self.ports["grpc"]), "--http-port", str(self.ports["http"]),
-             "--ui-port", str(self.ports["ui"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "otel_aibill.cli",
+                "serve",
+                "--db",
+                f"sqlite:///{db}",
+                "--grpc-port",
+                str(self.ports["grpc"]),
+                "--http-port",
+                str(self.ports["http"]),
+                "--ui-port",
+                str(self.ports["ui"]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(300):
             try:
@@ -140,8 +181,9 @@ class ServerProc:
         self.proc.wait(60)
 
 
-def drive(send: Callable[[], None], total_spans: int, concurrency: int,
-          on_tick: Callable[[int], None] | None = None) -> float:
+def drive(
+    send: Callable[[], None], total_spans: int, concurrency: int, on_tick: Callable[[int], None] | None = None
+) -> float:
     """Run ``send`` (one acknowledged 512-span request) from threads; return acked spans/s."""
     requests = total_spans // SPANS_PER_REQUEST
     lock = threading.Lock()
@@ -180,14 +222,18 @@ def decode_rate(decode: Callable[[bytes], object], payload: bytes, seconds: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=300_000, help="spans per transport")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--long", action="store_true", help="5M spans over gRPC, sampling server RSS")
     args = parser.parse_args()
     payloads = Payloads()
-    print(f"payload: {SPANS_PER_REQUEST} spans, {len(payloads.proto)} bytes protobuf, "
-          f"{len(payloads.json)} bytes JSON")
+    print(
+        f"payload: {SPANS_PER_REQUEST} spans, {len(payloads.proto)} bytes protobuf, "
+        f"{len(payloads.json)} bytes JSON"
+    )
     base_pb = decode_rate(decode_protobuf, payloads.next_proto())
     base_json = decode_rate(decode_json, payloads.next_json())
     print(f"decode-only baseline: protobuf {base_pb:,.0f} spans/s, JSON {base_json:,.0f} spans/s")
@@ -209,6 +255,7 @@ def main() -> None:
                     ctype = "application/json" if json_body else "application/x-protobuf"
                     r = client.post(url, content=body, headers={"content-type": ctype})
                     r.raise_for_status()
+
                 return send
 
             if args.long:
@@ -220,8 +267,10 @@ def main() -> None:
 
                 rate = drive(grpc_send, total, args.concurrency, tick)
                 rss, hwm = server.rss_mib()
-                print(f"long gRPC run: {total:,} spans at {rate:,.0f} spans/s; server RSS now {rss:.0f} MiB, "
-                      f"peak {hwm:.0f} MiB")
+                print(
+                    f"long gRPC run: {total:,} spans at {rate:,.0f} spans/s; server RSS now {rss:.0f} MiB, "
+                    f"peak {hwm:.0f} MiB"
+                )
                 for done, mib in samples[:: max(1, len(samples) // 10)]:
                     print(f"  after {done:>9,} spans: RSS {mib:.0f} MiB")
                 return
@@ -233,7 +282,10 @@ def main() -> None:
             }
             for name, rate in results.items():
                 base = base_json if name == "http/json" else base_pb
-                print(f"{name:14s} {rate:>9,.0f} spans/s acked after commit; ratio to decode-only {rate / base:.2f}")
+                print(
+                    f"{name:14s} {rate:>9,.0f} spans/s acked after commit; "
+                    f"ratio to decode-only {rate / base:.2f}"
+                )
             rss, hwm = server.rss_mib()
             print(f"server RSS {rss:.0f} MiB (peak {hwm:.0f} MiB)")
         finally:
