@@ -128,6 +128,8 @@ def check(u: UsageRecord) -> PricedUsage:
         assert isinstance(want, Decimal), (u, want)
         assert got.cost == want, (u, got.cost, want)
         assert got.price_version == PRICER.version
+        rates = _rates(u)  # the loop-based reference path agrees with the generated code
+        assert rates is not None and rates.cost_of(usage_values(u)) == got.cost
         STATS["priced"] += 1
     else:
         assert got.cost is None and got.billed is None and got.unpriced_reason

@@ -57,7 +57,7 @@ def _tier_of(context: PriceContext) -> str | None:
 class Line:
     """Prices of one (provider, model, context, host) over time; ``at`` is the hot path."""
 
-    __slots__ = ("_by_period", "_dates", "_resolve", "_tods", "single")
+    __slots__ = ("_by_date", "_by_period", "_dates", "_resolve", "_tods", "single")
 
     def __init__(
         self,
@@ -69,12 +69,19 @@ class Line:
         self._dates = tuple(sorted(set(dates)))
         self._tods = tuple(sorted(set(tods)))
         self._by_period: dict[tuple[int, int], Rates | Miss] = {}
+        self._by_date: list[Rates | Miss | None] = [None] * (len(self._dates) + 1)
         self.single: Rates | Miss | None = None if self._dates or self._tods else resolve(0)
 
     def at(self, ns: int) -> Rates | Miss:
         """Rates in force at span time ``ns`` (UTC nanoseconds)."""
         if self.single is not None:
             return self.single
+        if not self._tods:
+            i = bisect_right(self._dates, ns)
+            found = self._by_date[i]
+            if found is None:
+                found = self._by_date[i] = self._resolve(ns)
+            return found
         period = (
             bisect_right(self._dates, ns),
             bisect_right(self._tods, (ns // 1000) % DAY_US) if self._tods else 0,

@@ -50,7 +50,7 @@ class _Compiled:
         return self.providers is None or provider in self.providers or provider_id in self.providers
 
     def apply(self, cost: Decimal) -> Decimal:
-        billed = MONEY.add(MONEY.multiply(cost, self.factor), self.fee)
+        billed = cost.fma(self.factor, self.fee, MONEY)  # one exact multiply-add
         if self.minimum is not None and billed < self.minimum:
             return self.minimum
         return billed

@@ -12,11 +12,11 @@ rounding, whatever the magnitude.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from itertools import combinations
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from genai_prices.data_units import unit_data
 from genai_prices.types import TieredPrices
@@ -82,7 +82,17 @@ class _Leaf:
 class Rates:
     """The compiled arithmetic of one model price (one period, one price context)."""
 
-    __slots__ = ("_checks", "_exp", "_leaves", "_segments", "_thresholds", "key", "label", "prices")
+    __slots__ = (
+        "_checks",
+        "_exp",
+        "_leaves",
+        "_segments",
+        "_thresholds",
+        "cost_fn",
+        "key",
+        "label",
+        "prices",
+    )
 
     def __init__(self, prices: Mapping[str, PriceValue], *, key: str, label: str = "catalog") -> None:
         """Compile ``prices`` (genai-prices price keys, e.g. ``input_mtok``) for ``key`` ("provider/model").
@@ -116,6 +126,8 @@ class Rates:
             )
             for seg in per_token
         )
+        self.cost_fn: Callable[[UsageRecord], Decimal] = _generate(self)
+        """``cost`` as straight-line code generated from the same data; the hot path calls this."""
 
     @property
     def measurable(self) -> bool:
@@ -123,11 +135,14 @@ class Rates:
         return bool(MEASURED_PRICE_KEYS & self.prices.keys())
 
     def cost(self, usage: UsageRecord) -> Decimal:
-        """Provider cost of ``usage``; equals ``genai_prices.calc_price(...).total_price`` exactly."""
-        return self.cost_of(usage_values(usage))
+        """Provider cost of ``usage``; equals ``genai_prices.calc_price(...).total_price`` exactly.
+
+        Raises ``UsageError`` where genai-prices would refuse the usage.
+        """
+        return self.cost_fn(usage)
 
     def cost_of(self, values: tuple[int, ...]) -> Decimal:
-        """``cost`` for counts already laid out as ``USAGE_KEYS``."""
+        """``cost`` for counts already laid out as ``USAGE_KEYS`` (the reference, loop-based path)."""
         if min(values) < 0:
             raise UsageError("token counts must be non-negative")
         for usage_key, groups in self._checks:
@@ -244,3 +259,62 @@ def _ambiguity_checks(priced: list[UnitDef]) -> tuple[tuple[str, tuple[tuple[int
         if groups:
             checks.append((unit.usage_key, tuple(groups)))
     return tuple(checks)
+
+
+_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "output_tokens",
+    "output_audio_tokens",
+    "reasoning_tokens",
+)
+"""``UsageRecord`` attributes behind ``USAGE_KEYS``, same order."""
+
+
+def _generate(rates: Rates) -> Callable[[UsageRecord], Decimal]:
+    """Compile ``rates.cost_of`` for one price into straight-line Python (as dataclasses does for __init__).
+
+    The source is made only of integers, indices and registry key names; it runs the same checks
+    and arithmetic as ``cost_of`` without loops, tuples or lookups, which is most of a call's time.
+    """
+    lines = [f"    v{i} = u.{name}" for i, name in enumerate(_FIELDS)]
+    lines.append(f"    if {' or '.join(f'v{i} < 0' for i in range(len(_FIELDS)))}:")
+    lines.append("        raise UsageError('token counts must be non-negative')")
+    for usage_key, groups in rates._checks:
+        for group in groups:
+            names = ", ".join(USAGE_KEYS[i] for i in group)
+            lines.append(f"    if {' and '.join(f'v{i} > 0' for i in group)}:")
+            msg = f"{usage_key} is priced separately but unknown (reported {names})"
+            lines.append(f"        raise UsageError({msg!r})")
+    for n, leaf in enumerate(rates._leaves):
+        expr = " + ".join(f"v{i}" for i in leaf.plus) or "0"
+        expr += "".join(f" - v{i}" for i in leaf.minus)
+        lines.append(f"    l{n} = {expr}")
+        if leaf.minus:
+            lines.append(f"    if l{n} < 0:")
+            lines.append(f"        raise UsageError({f'parts of {leaf.usage_key} exceed it'!r})")
+
+    def total(seg: _Segment) -> str:
+        terms = [f"{m} * l{n}" for n, m in enumerate(seg.leaf_mantissas) if m]
+        return " + ".join([*terms, str(seg.requests)])
+
+    segments = rates._segments
+    for k in range(len(segments) - 1, 0, -1):
+        keyword = "if" if k == len(segments) - 1 else "elif"
+        lines.append(f"    {keyword} v0 > {rates._thresholds[k - 1]}:")
+        lines.append(f"        t = {total(segments[k])}")
+    if len(segments) > 1:
+        lines.append("    else:")
+        lines.append(f"        t = {total(segments[0])}")
+    else:
+        lines.append(f"    t = {total(segments[0])}")
+    lines.append(f"    return Decimal(t).scaleb({rates._exp}, _EXACT)")
+    source = "def cost(u):\n" + "\n".join(lines) + "\n"
+    namespace: dict[str, object] = {"Decimal": Decimal, "UsageError": UsageError, "_EXACT": _EXACT}
+    exec(compile(source, f"<rates {rates.key}>", "exec"), namespace)
+    fn = cast(Callable[["UsageRecord"], Decimal], namespace["cost"])
+    return fn
