@@ -145,7 +145,7 @@ class FakeStripe:
 
         server = Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return server
 
     @property
@@ -182,7 +182,7 @@ class FakeStripe:
             meter = self.state.any_meter(event_name)
             return [e.identifier for e in self.state.counted(meter)] if meter else []
 
-    def deliver_webhooks(self) -> list[int]:
+    def deliver_webhooks(self, post: Any = None) -> list[int]:
         """POST pending thin events to ``webhook_url``, signed like Stripe does."""
         statuses = []
         while True:
@@ -200,9 +200,8 @@ class FakeStripe:
                     self.webhook_secret.encode(), f"{t}.{body}".encode(), hashlib.sha256
                 ).hexdigest()
                 headers["Stripe-Signature"] = f"t={t},v1={sig}"
-            statuses.append(
-                httpx.post(self.webhook_url, content=body, headers=headers, timeout=10).status_code
-            )
+            send = post or (lambda url, **kw: httpx.post(url, timeout=10, **kw))
+            statuses.append(send(self.webhook_url, content=body, headers=headers).status_code)
 
     # -- HTTP -------------------------------------------------------------------------------
 
