@@ -86,27 +86,29 @@ class Pipeline:
         result = IngestResult(received=len(spans))
         not_billable: Counter[str] = Counter()
         trace_customers: dict[str, str] = {}
-        usages: list[tuple[UsageRecord, str | None]] = []
+        usages: list[UsageRecord] = []
         keys = self._keys
         for span in spans:
             customer = customer_of(span.attributes, span.resource, keys)
             if customer is not None and span.trace_id not in trace_customers:
                 trace_customers[span.trace_id] = customer
-            extracted = extract(span)
+            extracted = extract(span, customer)
             if isinstance(extracted, NotBillable):
                 not_billable[extracted.reason.value] += 1
             else:
-                usages.append((extracted, customer))
+                usages.append(extracted)
 
         rows: list[PricedUsage] = []
         pending_traces: set[str] = set()
-        for usage, customer in usages:
-            trace_id = usage.trace_id
-            customer = customer or trace_customers.get(trace_id) or self._trace_customers.get(trace_id)
-            if customer is not None:
-                usage = replace(usage, customer=customer)
-            else:
-                pending_traces.add(usage.trace_id)
+        for usage in usages:
+            if usage.customer is None:
+                # Named by another span of the trace: in this batch, or recently.
+                trace_id = usage.trace_id
+                customer = trace_customers.get(trace_id) or self._trace_customers.get(trace_id)
+                if customer is not None:
+                    usage = replace(usage, customer=customer)
+                else:
+                    pending_traces.add(trace_id)
             priced = self.pricer.price(usage)
             if priced.status is PriceStatus.UNPRICED:
                 result.unpriced += 1

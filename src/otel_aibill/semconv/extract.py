@@ -44,13 +44,15 @@ _SCOPE_PROVIDERS = (
 )
 
 
-def extract(span: SpanView) -> UsageRecord | NotBillable:
+def extract(span: SpanView, customer: str | None = None) -> UsageRecord | NotBillable:
     """The span's usage in the canonical accounting, or why it is not billable.
 
-    Never raises: an unexpected failure on odd data is reported as INVALID_USAGE.
+    ``customer``, when already known, goes straight into the record (copying a frozen record
+    to add it later costs more than extracting it). Never raises: an unexpected failure on odd
+    data is reported as INVALID_USAGE.
     """
     try:
-        return _extract(span)
+        return _extract(span, customer)
     except Exception as exc:  # totality: the pipeline must never fail on one span
         return _not_billable(span, NotBillableReason.INVALID_USAGE, f"{type(exc).__name__}: {exc}")
 
@@ -70,7 +72,7 @@ def _scan(attrs: Mapping[str, object]) -> tuple[bool, str | None]:
     return genai_seen, None
 
 
-def _extract(span: SpanView) -> UsageRecord | NotBillable:
+def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     attrs: Mapping[str, object] = span.attributes
     is_genai, aggregated_key = _scan(attrs)
     if not is_genai:
@@ -127,6 +129,7 @@ def _extract(span: SpanView) -> UsageRecord | NotBillable:
         server_address=first_str(attrs, ("server.address",)),
         scope_name=scope,
         convention=convention,
+        customer=customer,
         parent_span_id=span.parent_span_id,
     )
 
