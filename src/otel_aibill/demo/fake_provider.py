@@ -99,7 +99,10 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-llm-provider", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-llm-provider",
+            daemon=True,
         )
         self._thread.start()
         return self
