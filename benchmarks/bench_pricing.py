@@ -99,8 +99,8 @@ def calc_price_cost(u: UsageRecord) -> Decimal:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--oracle-records", type=int, default=5_000, help="calc_price is slow; subset")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--oracle-records", type=int, default=3_000, help="calc_price is slow; subset")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     records = corpus(args.records)
     config = PricingConfig(

@@ -76,7 +76,7 @@ class MarkupBook:
             seen_scopes[scope] = r.id
         # Heaviest first; a stable sort keeps config order among equal weights (they cannot both match).
         self._rules = sorted((_Compiled(r) for r in rules), key=lambda c: -c.weight)
-        self._cache: dict[tuple[str, str, str, str], _Compiled | None] = {}
+        self.cache: dict[tuple[str, str, str, str], _Compiled | None] = {}
 
     def rule_for(self, provider: str, model: str, price_key: str, customer: str) -> _Compiled | None:
         """The most specific rule for this usage; ``price_key`` ("provider/model") names the catalog model.
@@ -86,15 +86,13 @@ class MarkupBook:
         ``gpt-4o-2024-08-06``).
         """
         key = (provider, model, price_key, customer)
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
+        if key in self.cache:
+            return self.cache[key]
         provider_id, _, catalog_model = price_key.partition("/")
         models = (model.strip().lower(), catalog_model.lower())
         name = provider.strip().lower()
         found = next((c for c in self._rules if c.matches(name, provider_id, models, customer)), None)
-        if len(self._cache) >= _MAX_CACHE:
-            self._cache.clear()
-        self._cache[key] = found
+        if len(self.cache) >= _MAX_CACHE:
+            self.cache.clear()
+        self.cache[key] = found
         return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields, replace
 from decimal import Decimal
+from typing import Any
 
 from otel_aibill.config import PricingConfig
 from otel_aibill.pricing.catalog import Catalog, Line, Miss, PriceContext, price_context
@@ -65,6 +66,7 @@ def _row_factory() -> Callable[..., PricedUsage]:
 
 
 _row = _row_factory()
+_UNKNOWN: Any = object()
 _PRICED = PriceStatus.PRICED
 _UNPRICED = PriceStatus.UNPRICED
 _MAX_LINES = 100_000
@@ -79,6 +81,7 @@ class Pricer:
         self.catalog = catalog or Catalog.bundled(overrides=config.overrides, currency=config.currency)
         self.version = self.catalog.version
         self.markup = MarkupBook(config.markup)
+        self._rule_cache = self.markup.cache
         self._lines: dict[tuple[str, str, str | None, str | None], Line] = {}
         self._contexts: dict[str | None, PriceContext] = {}
 
@@ -115,7 +118,9 @@ class Pricer:
         customer: str,
         priced: PricedUsage | None = None,
     ) -> PricedUsage:
-        rule = self.markup.rule_for(usage.provider, usage.model, price_key, customer)
+        rule = self._rule_cache.get((usage.provider, usage.model, price_key, customer), _UNKNOWN)
+        if rule is _UNKNOWN:
+            rule = self.markup.rule_for(usage.provider, usage.model, price_key, customer)
         billed = cost if rule is None else rule.apply(cost)
         rule_id = None if rule is None else rule.rule.id
         if priced is not None:
