@@ -16,6 +16,7 @@ count on Anthropic streams. The anthropic SDK's own spans carry everything.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ def runs(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """All subprocesses at once (they mostly wait on imports), then their results."""
     workdir = tmp_path_factory.mktemp("e2e")
     started = {group: launch_group(group, fake.base_url, workdir) for group in sorted(set(GROUP_OF.values()))}
-    started["autoinstrumented"] = launch_autoinstrumented(
-        EXAMPLES / "autoinstrumented_app.py", fake.openai_base_url, workdir
+    app = EXAMPLES / "autoinstrumented_app.py"
+    started["autoinstrumented"] = launch_autoinstrumented(app, fake.openai_base_url, workdir)
+    started["autoinstrumented_all"] = launch_autoinstrumented(
+        app, fake.openai_base_url, workdir, only_openai_v2=False
     )
     return {name: run.wait(timeout=240) for name, run in started.items()}
 
@@ -214,21 +217,29 @@ def test_baggage_reaches_the_llm_span(runs: dict[str, Run]) -> None:
     assert span["attributes"]["customer.id"] == "globex"
 
 
+def _haiku_exchange(fake: FakeProvider, response_id: str | None) -> Exchange:
+    """The example app's call (both auto-instrumented runs send the same request), by response id."""
+    haiku = [
+        x
+        for x in fake.exchanges
+        if x.status == 200 and x.tag is None and x.request and "haiku" in str(x.request.get("messages"))
+    ]
+    assert len(haiku) == 2, haiku
+    matching = [x for x in haiku if x.response_id == response_id]
+    assert len(matching) == 1, (response_id, [x.response_id for x in haiku])
+    return matching[0]
+
+
 def test_opentelemetry_instrument_bills_an_unmodified_app(
     runs: dict[str, Run], ledgers: dict[str, Any], fake: FakeProvider
 ) -> None:
     run = runs["autoinstrumented"]
     assert run.returncode == 0, run.output[-4000:]
-    answered = [
-        x
-        for x in fake.exchanges
-        if x.status == 200 and x.request and "haiku" in str(x.request.get("messages"))
-    ]
-    assert len(answered) == 1
-    expected = as_reported(expected_from(answered[0]), "openai_v2", answered[0])
     rows = ledgers["autoinstrumented"].rows()
     assert len(rows) == 1, run.output[-4000:]
     priced = rows[0].priced
+    exchange = _haiku_exchange(fake, priced.usage.response_id)
+    expected = as_reported(expected_from(exchange), "openai_v2", exchange)
     assert priced.usage.scope_name.startswith("opentelemetry.util.genai")  # openai-v2 only
     assert (priced.usage.input_tokens, priced.usage.output_tokens) == (
         expected.input_tokens,
@@ -236,3 +247,20 @@ def test_opentelemetry_instrument_bills_an_unmodified_app(
     )
     assert priced.cost == expected.cost()
     assert priced.usage.customer == "acme"  # from OTEL_RESOURCE_ATTRIBUTES
+
+
+def test_opentelemetry_instrument_with_three_openai_instrumentations_bills_once(
+    runs: dict[str, Run], ledgers: dict[str, Any], fake: FakeProvider
+) -> None:
+    """Every installed instrumentation registers the entry point "openai", so all three load and
+    nest their spans around one call (OpenInference > OpenLLMetry > openai-v2). One call, one bill."""
+    run = runs["autoinstrumented_all"]
+    assert run.returncode == 0, run.output[-4000:]
+    rows = ledgers["autoinstrumented_all"].rows()
+    scopes = sorted(r.priced.usage.scope_name for r in rows)
+    assert len(rows) == 1, f"one LLM call billed {len(rows)} times, by {scopes}"
+    # the same request in both runs, so the same deterministic usage; OpenInference spans carry
+    # no response id, so the exchange is not looked up by it here
+    haiku = [x for x in fake.exchanges if x.tag is None and x.request and "haiku" in str(x.request)]
+    assert len({json.dumps(x.usage, sort_keys=True) for x in haiku}) == 1
+    assert rows[0].priced.cost == expected_from(haiku[0]).cost()

@@ -112,19 +112,29 @@ def shadow_distributions(directory: Path, names: tuple[str, ...] = _HIDDEN) -> P
     return directory
 
 
-def launch_autoinstrumented(app: Path, fake_openai_url: str, workdir: Path) -> Run:
-    db = f"sqlite:///{workdir / 'auto.db'}"
-    shadows = shadow_distributions(workdir / "shadow")
+def launch_autoinstrumented(
+    app: Path, fake_openai_url: str, workdir: Path, *, only_openai_v2: bool = True
+) -> Run:
+    """``opentelemetry-instrument --traces_exporter aibill`` around ``app``.
+
+    ``only_openai_v2``: hide the other installed OpenAI/Anthropic instrumentations; otherwise all
+    of them load, as in an environment where several were installed, and each call is traced
+    three times (nested spans).
+    """
+    name = "autoinstrumented" if only_openai_v2 else "autoinstrumented_all"
+    db = f"sqlite:///{workdir / f'{name}.db'}"
     env = _env(
         OPENAI_BASE_URL=fake_openai_url,
         OPENAI_API_KEY="sk-e2e-auto",
         OTEL_AIBILL_DB=db,
-        OTEL_RESOURCE_ATTRIBUTES="service.name=haiku-writer,customer.id=acme",
+        OTEL_RESOURCE_ATTRIBUTES=f"service.name={name},customer.id=acme",
         OTEL_TRACES_EXPORTER="aibill",
         OTEL_METRICS_EXPORTER="none",
         OTEL_LOGS_EXPORTER="none",
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(shadows), env["PYTHONPATH"]])
+    if only_openai_v2:
+        shadows = shadow_distributions(workdir / "shadow")
+        env["PYTHONPATH"] = os.pathsep.join([str(shadows), env["PYTHONPATH"]])
     instrument = shutil.which("opentelemetry-instrument", path=str(BIN)) or "opentelemetry-instrument"
     proc = subprocess.Popen(
         [instrument, sys.executable, str(app)],
@@ -134,7 +144,7 @@ def launch_autoinstrumented(app: Path, fake_openai_url: str, workdir: Path) -> R
         text=True,
         cwd=workdir,
     )
-    return Run("autoinstrumented", db, proc)
+    return Run(name, db, proc)
 
 
 @dataclass(frozen=True, slots=True)
