@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import stripe._http_client
+
 from fakestripe import Clock, FakeStripe, Faults
 from fakestripe.support import client_for, open_test_ledger, priced
-
 from otel_aibill.config import Config
 from otel_aibill.ledger.base import AppendBatch
 from otel_aibill.stripe import ExportStore, StripeConfig, StripeExporter
@@ -41,8 +41,14 @@ def _fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(**kw: Any) -> StripeConfig:
-    base: dict[str, Any] = dict(timeout=0.3, max_network_retries=2, backoff_initial=0.005, backoff_max=0.02,
-                                rate_limit_retries=3, concurrency=3)
+    base: dict[str, Any] = dict(
+        timeout=0.3,
+        max_network_retries=2,
+        backoff_initial=0.005,
+        backoff_max=0.02,
+        rate_limit_retries=3,
+        concurrency=3,
+    )
     base.update(kw)
     return StripeConfig(**base)
 
@@ -59,8 +65,20 @@ def make_rows(now: int, n: int = 60, seed: int = 7) -> list[Any]:
         cw = rng.randint(0, (inp - cr) // 2) if provider == "anthropic" else 0
         billed = Decimal(rng.randint(1, 10**9)).scaleb(-rng.randint(6, 12))  # sub-micro precision
         start = now - rng.randint(0, 3 * 3600)
-        rows.append(priced(i + 1, customer, start, billed, provider=provider, model=model,
-                           input_tokens=inp, output_tokens=rng.randint(1, 900), cache_read=cr, cache_write=cw))
+        rows.append(
+            priced(
+                i + 1,
+                customer,
+                start,
+                billed,
+                provider=provider,
+                model=model,
+                input_tokens=inp,
+                output_tokens=rng.randint(1, 900),
+                cache_read=cr,
+                cache_write=cw,
+            )
+        )
     return rows
 
 
@@ -81,8 +99,15 @@ class Harness:
         self.rows.extend(rows)
 
     def exporter(self, **kw: Any) -> StripeExporter:
-        return StripeExporter(self.ledger, self.store, self.config, self.client, stripe_settings=self.sc,
-                              clock=self.fake.clock, **kw)
+        return StripeExporter(
+            self.ledger,
+            self.store,
+            self.config,
+            self.client,
+            stripe_settings=self.sc,
+            clock=self.fake.clock,
+            **kw,
+        )
 
     def settle(self, rounds: int = 40) -> None:
         exp = self.exporter()
@@ -169,8 +194,12 @@ def test_all_faults_at_30_percent_tokens(tmp_path: Path, api: str) -> None:
 
 def test_token_types_sum_to_the_canonical_total() -> None:
     row = ExportRow(1, "a", "cus_a", 0, "anthropic", "claude", "USD", Decimal(0), 1000, 300, 600, 250)
-    assert token_types(row, ("anthropic",)) == [("input", 150), ("cache_read", 600), ("cache_write", 250),
-                                                ("output", 300)]
+    assert token_types(row, ("anthropic",)) == [
+        ("input", 150),
+        ("cache_read", 600),
+        ("cache_write", 250),
+        ("output", 300),
+    ]
     row = ExportRow(1, "a", "cus_a", 0, "openai", "gpt-4o", "USD", Decimal(0), 1000, 300, 600, 0)
     assert token_types(row, ("anthropic",)) == [("input", 400), ("cached_input", 600), ("output", 300)]
     bad = ExportRow(1, "a", "cus_a", 0, "openai", "gpt-4o", "USD", Decimal(0), 10, 3, 60, 0)
@@ -202,21 +231,36 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("api", "point", "after"), [("v1", "sent", 3), ("v2", "sent", 1), ("v1", "staged", 1),
-                                                     ("v2", "finalized", 1)])
-def test_sigkill_between_steps_then_restart(tmp_path: Path, fake: FakeStripe, api: str, point: str,
-                                           after: int) -> None:
+@pytest.mark.parametrize(
+    ("api", "point", "after"),
+    [("v1", "sent", 3), ("v2", "sent", 1), ("v1", "staged", 1), ("v2", "finalized", 1)],
+)
+def test_sigkill_between_steps_then_restart(
+    tmp_path: Path, fake: FakeStripe, api: str, point: str, after: int
+) -> None:
     from fakestripe.server import API_KEY
 
     sc = settings(api=api, concurrency=1, max_events_per_request=5, page_rows=20)
     h = Harness(tmp_path, fake, sc)
     h.add(make_rows(int(fake.clock()), n=50))
     script = CRASH_SCRIPT.format(
-        tests=str(Path(__file__).parent), sc=sc.model_dump_json(), config=h.config.model_dump_json(),
-        key=API_KEY, api=fake.api_base, mev=fake.meter_events_base, point=point, after=after, url=h.url,
+        tests=str(Path(__file__).parent),
+        sc=sc.model_dump_json(),
+        config=h.config.model_dump_json(),
+        key=API_KEY,
+        api=fake.api_base,
+        mev=fake.meter_events_base,
+        point=point,
+        after=after,
+        url=h.url,
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     h.settle()
     h.check()

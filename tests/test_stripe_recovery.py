@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 import stripe._http_client
-from fakestripe import Clock, FakeStripe, Faults
-from fakestripe.support import priced
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-from test_stripe_export import CUSTOMERS, Harness, make_rows, settings
 
+from fakestripe import Clock, FakeStripe, Faults
+from fakestripe.support import priced
 from otel_aibill.stripe import StripeExporter
 from otel_aibill.stripe.plan import carry_units
 from otel_aibill.stripe.webhook import webhook_route
+from test_stripe_export import CUSTOMERS, Harness, make_rows, settings
 
 
 @pytest.fixture(autouse=True)
@@ -104,8 +104,13 @@ def test_webhook_refuses_a_bad_signature(tmp_path: Path) -> None:
     with FakeStripe() as fake:
         h = Harness(tmp_path, fake, settings())
         web = TestClient(Starlette(routes=[webhook_route(h.store, "whsec_right")]))
-        body = json.dumps({"id": "evt_1", "object": "v2.core.event", "type": "v1.billing.meter.no_meter_found"})
-        assert web.post("/stripe/webhook", content=body, headers={"Stripe-Signature": "t=1,v1=00"}).status_code == 400
+        body = json.dumps(
+            {"id": "evt_1", "object": "v2.core.event", "type": "v1.billing.meter.no_meter_found"}
+        )
+        assert (
+            web.post("/stripe/webhook", content=body, headers={"Stripe-Signature": "t=1,v1=00"}).status_code
+            == 400
+        )
         assert h.store.webhook_errors() == []
 
 
@@ -142,7 +147,9 @@ def test_dry_run_records_and_lists_without_consuming(tmp_path: Path) -> None:
         exp = StripeExporter(h.ledger, h.store, h.config, None, stripe_settings=h.sc, clock=fake.clock)
         report = exp.run_once()
         assert report.dry_run
-        payloads = sorted((e["payload"]["stripe_customer_id"], e["payload"]["value"]) for e in report.dry_run_events)
+        payloads = sorted(
+            (e["payload"]["stripe_customer_id"], e["payload"]["value"]) for e in report.dry_run_events
+        )
         assert payloads == [("cus_acme", "1"), ("cus_direct", "2000000")]
         assert h.store.dry_run() == report.dry_run_events
         assert len(h.ledger.exportable()) == 2  # nothing was consumed

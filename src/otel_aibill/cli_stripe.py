@@ -115,7 +115,8 @@ def export(
         console.print(table)
     else:
         console.print(
-            f"batches {len(report.batches)}  rows {report.rows_staged}  events planned {report.events_planned}"
+            f"batches {len(report.batches)}  rows {report.rows_staged}"
+            f"  events planned {report.events_planned}"
             f"  sent {report.events_sent}  already in Stripe {report.events_already_in_stripe}"
             f"  requests {report.requests}  pending {report.pending}  review {report.review}"
         )
@@ -141,8 +142,13 @@ def reconcile(
     table = Table("customer", "meter", "ledger units", "sent", "unsent", "stripe", "status")
     for ln in lines:
         table.add_row(
-            ln.stripe_customer, ln.event_name, str(ln.ledger_units), str(ln.sent_units), str(ln.unsent_units),
-            "no meter" if ln.stripe_units is None else str(ln.stripe_units), "ok" if ln.ok else "MISMATCH",
+            ln.stripe_customer,
+            ln.event_name,
+            str(ln.ledger_units),
+            str(ln.sent_units),
+            str(ln.unsent_units),
+            "no meter" if ln.stripe_units is None else str(ln.stripe_units),
+            "ok" if ln.ok else "MISMATCH",
         )
     console.print(table)
     for dl_reason, count in _dead_counts(store).items():

@@ -8,6 +8,7 @@ Faults are injected per request on the meter-event write paths: ``500``, ``429``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -128,10 +129,8 @@ class FakeStripe:
                 pass
 
             def finish(self) -> None:
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     super().finish()
-                except (OSError, ValueError):
-                    pass
 
             def do_GET(self) -> None:
                 fake._handle(self, "get")
@@ -236,7 +235,7 @@ class FakeStripe:
     def _dispatch(
         self, req: BaseHTTPRequestHandler, method: str, path: str, query: str, raw: str
     ) -> tuple[int, dict[str, Any]]:
-        for m, pattern, template in _ROUTES:
+        for m, pattern, template in _ROUTES:  # noqa: B007 - template is used after the loop
             match = re.fullmatch(pattern, path)
             if m == method and match:
                 break

@@ -157,7 +157,7 @@ def _check(value: Any, schema: dict[str, Any], name: str, form: bool) -> Any:
         if not isinstance(value, dict):
             raise v1_error(f"Invalid object: {name}", code="parameter_invalid_empty", param=name)
         props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", False if props else True)
+        extra = schema.get("additionalProperties", not props)
         out = {}
         for key, sub in value.items():
             full = f"{name}[{key}]" if name else key
@@ -201,9 +201,9 @@ def _check(value: Any, schema: dict[str, Any], name: str, form: bool) -> Any:
             raise v1_error(f"Invalid string: {name} is too long (max {schema['maxLength']})", param=name)
         if "enum" in schema and value not in schema["enum"]:
             raise v1_error(f"Invalid {name}: must be one of {', '.join(schema['enum'])}", param=name)
-        if schema.get("format") == "date-time":
-            if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", value):
-                raise v1_error(f"Invalid timestamp: {name}", param=name)
+        date_re = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"
+        if schema.get("format") == "date-time" and not re.fullmatch(date_re, value):
+            raise v1_error(f"Invalid timestamp: {name}", param=name)
         if schema.get("format") == "decimal" and not re.fullmatch(r"-?\d+(\.\d+)?", value):
             raise v1_error(f"Invalid decimal: {value}", param=name)
         return value

@@ -111,7 +111,8 @@ class StripeState:
     clock: Clock
     customers: set[str] = field(default_factory=set)
     meters: dict[str, Meter] = field(default_factory=dict)
-    events: dict[str, MeterEvent] = field(default_factory=dict)
+    events: dict[str, MeterEvent] = field(default_factory=dict)  # latest event per identifier
+    log: list[MeterEvent] = field(default_factory=list)  # every accepted event, counted or not
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, float] = field(default_factory=dict)  # token -> expires_at
@@ -223,13 +224,15 @@ class StripeState:
                     v2_error(problem, problem)
                     if v2
                     else v1_error(
-                        "Timestamp must be within the past 35 calendar days or up to 5 minutes in the future.",
+                        "Timestamp must be within the past 35 calendar days"
+                        " or up to 5 minutes in the future.",
                         param="timestamp",
                     )
                 )
             ev = MeterEvent(identifier, event_name, dict(payload), ts, now)
             self._async_customer_check(ev, meter)
             self.events[identifier] = ev
+            self.log.append(ev)
             return ev
 
     def record_stream(self, events: list[dict[str, Any]]) -> None:
@@ -243,6 +246,7 @@ class StripeState:
                 ts = parse_rfc3339(item["timestamp"]) if "timestamp" in item else now
                 ev = MeterEvent(identifier, item["event_name"], dict(item["payload"]), ts, now)
                 self.events[identifier] = ev
+                self.log.append(ev)
                 meter = self.active_meter(ev.event_name)
                 if meter is None:
                     code = "archived_meter" if self.any_meter(ev.event_name) else "no_meter"
@@ -321,9 +325,7 @@ class StripeState:
 
     def counted(self, meter: Meter) -> list[MeterEvent]:
         return [
-            e
-            for e in self.events.values()
-            if e.event_name == meter.event_name and e.error is None and not e.cancelled
+            e for e in self.log if e.event_name == meter.event_name and e.error is None and not e.cancelled
         ]
 
     def aggregate(self, meter: Meter, customer: str, start: int, end: int) -> Decimal:

@@ -1,0 +1,74 @@
+"""``otel-aibill stripe setup|export|reconcile`` through the real CLI against the fake Stripe."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fakestripe import API_KEY, FakeStripe
+from fakestripe.support import open_test_ledger, priced
+from otel_aibill.ledger.base import AppendBatch
+
+ledger_pkg = pytest.importorskip("otel_aibill.ledger")
+if not hasattr(ledger_pkg, "open_ledger"):
+    pytest.skip("the SQLite ledger is not available yet", allow_module_level=True)
+
+
+def _app() -> Any:
+    from otel_aibill import cli, cli_stripe
+
+    names = {g.name for g in cli.app.registered_groups}
+    if "stripe" not in names:
+        cli.app.add_typer(cli_stripe.stripe_app, name="stripe")
+    return cli.app
+
+
+def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[customers]\nacme = "cus_acme"\n', encoding="utf-8")
+    hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600
+    ledger = open_test_ledger(db)
+    ledger.append(AppendBatch(rows=[priced(i, "acme", hour + 60 * i, "0.0123456") for i in range(1, 11)]))
+    ledger.close()
+    runner, app = CliRunner(), _app()
+    base = ["--db", db, "--config", str(cfg), "stripe"]
+
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    dry = runner.invoke(app, [*base, "export", "--once"])
+    assert dry.exit_code == 0, dry.output
+    assert "dry run" in dry.output and "cus_acme" in dry.output and "123456" in dry.output
+
+    with FakeStripe() as fake:
+        fake.add_customer("cus_acme")
+        monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_API_BASE", fake.api_base)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_METER_EVENTS_BASE", fake.meter_events_base)
+        first = runner.invoke(app, [*base, "setup"])
+        assert first.exit_code == 0 and "created" in first.output, first.output
+        again = runner.invoke(app, [*base, "setup"])
+        assert "created" not in again.output and "exists" in again.output
+        assert "0.0001" in again.output  # 1 micro-dollar = 0.0001 cents
+
+        sent = runner.invoke(app, [*base, "export", "--once"])
+        assert sent.exit_code == 0, sent.output
+        assert fake.totals("aibill_cost") == {"cus_acme": 123456}
+
+        span = [
+            "--from",
+            datetime.fromtimestamp(hour, UTC).isoformat(),
+            "--to",
+            datetime.fromtimestamp(hour + 3600, UTC).isoformat(),
+        ]
+        ok = runner.invoke(app, [*base, "reconcile", *span])
+        assert ok.exit_code == 0, ok.output
+        fake.state.customers.add("cus_acme")
+        fake.state.record_sync(
+            "aibill_cost", "extra", {"stripe_customer_id": "cus_acme", "value": "5"}, hour + 5, v2=False
+        )
+        bad = runner.invoke(app, [*base, "reconcile", *span])
+        assert bad.exit_code == 1 and "MISMATCH" in bad.output
