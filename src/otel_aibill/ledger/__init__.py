@@ -1,0 +1,56 @@
+"""The ledger: durable, idempotent store of priced usage (see ``base.Ledger``).
+
+``open_ledger(url)`` picks the backend from the URL scheme.
+"""
+
+from __future__ import annotations
+
+from otel_aibill.ledger.base import (
+    GROUP_FIELDS,
+    AppendBatch,
+    AppendResult,
+    Attribution,
+    Customer,
+    Ledger,
+    LedgerRow,
+    UsageQuery,
+    UsageSummary,
+)
+from otel_aibill.ledger.migrations import SchemaTooNewError
+from otel_aibill.ledger.rows import InvalidRowError
+from otel_aibill.ledger.sqlite import SqliteLedger
+from otel_aibill.ledger.summary import PENDING_CUSTOMER
+
+__all__ = [
+    "GROUP_FIELDS",
+    "PENDING_CUSTOMER",
+    "AppendBatch",
+    "AppendResult",
+    "Attribution",
+    "Customer",
+    "InvalidRowError",
+    "Ledger",
+    "LedgerRow",
+    "SchemaTooNewError",
+    "SqliteLedger",
+    "UsageQuery",
+    "UsageSummary",
+    "open_ledger",
+]
+
+
+def open_ledger(url: str) -> Ledger:
+    """Open (creating and migrating as needed) the ledger at ``url``.
+
+    ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``, with optional
+    ``?synchronous=normal`` (default ``full``: durable when ``append`` returns), ``busy_timeout_ms``
+    and ``cache_size_kib``.
+    """
+    scheme = url.partition(":")[0].lower()
+    if scheme == "sqlite":
+        return SqliteLedger(url)
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise ValueError(
+            "the PostgreSQL ledger backend is not installed yet; use a sqlite:///path.db URL for now"
+        )
+    raise ValueError(f"unsupported ledger URL {url!r}: expected sqlite:///path.db")

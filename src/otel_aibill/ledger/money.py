@@ -1,0 +1,57 @@
+"""Exact Decimal sums that SQLite can do with integers.
+
+Amounts are stored as TEXT (full precision, the source of truth). Next to each, an amount with at
+most ``SCALE`` decimals and magnitude below ``LIMIT`` is also stored as two integers:
+``hi`` = whole micro-units (floor) and ``lo`` = the remaining 10^-15 units (0 <= lo < 10^9).
+Integer ``sum()`` over those is exact and cannot overflow for any realistic group
+(sum(lo) needs 9e9 rows); amounts that don't fit get NULL parts and are summed from their text in
+Python. All arithmetic here runs in an unbounded context, so no sum is ever rounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
+
+SCALE = 15
+_LO_UNITS = 10**9  # 10^-15 units per micro-unit
+LIMIT = Decimal(10) ** 9
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
+_ZERO = Decimal(0)
+
+
+def split(amount: Decimal) -> tuple[int, int] | tuple[None, None]:
+    """``(hi, lo)`` integer parts of ``amount``, or ``(None, None)`` when it doesn't fit exactly."""
+    exponent = amount.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -SCALE or abs(amount) >= LIMIT:
+        return None, None
+    units = int(EXACT.scaleb(amount, SCALE))
+    hi, lo = divmod(units, _LO_UNITS)
+    return hi, lo
+
+
+def join(hi_sum: int, lo_sum: int) -> Decimal:
+    """The exact amount that the summed parts represent."""
+    return EXACT.add(EXACT.scaleb(Decimal(hi_sum), -6), EXACT.scaleb(Decimal(lo_sum), -SCALE))
+
+
+def add(a: Decimal, b: Decimal) -> Decimal:
+    return EXACT.add(a, b)
+
+
+def exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    total = _ZERO
+    for amount in amounts:
+        total = EXACT.add(total, amount)
+    return total
+
+
+def to_text(amount: Decimal | None, what: str) -> str | None:
+    """Decimal to its storage text; refuses floats, NaN and infinities instead of storing junk."""
+    if amount is None:
+        return None
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"{what} must be a decimal.Decimal, got {type(amount).__name__} {amount!r}")
+    if not amount.is_finite():
+        raise ValueError(f"{what} must be a finite Decimal, got {amount}")
+    return str(amount)

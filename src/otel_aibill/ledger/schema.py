@@ -1,0 +1,115 @@
+"""The SQLite schema, as ordered migrations (see ``migrations.py``).
+
+Design of the keys (measured in ``benchmarks/bench_ledger.py``):
+
+* ``usage`` is clustered on ``seq`` (the rowid: insertion order, so appends touch the right edge).
+* Redelivery dedupe is a unique index on ``(start_time_ns, trace_id, span_id)``. A span's start
+  time never changes, so a redelivered span has the same key; leading with time keeps inserts at
+  the right edge of the index (a unique index on the random ids alone costs ~4x the append rate).
+  The same ids with a *different* start time are stored as a separate row: that is not a
+  redelivery but a different (or rewritten) span, and is visible in ``rows()``.
+* Sibling spans of one call (same trace, provider and ``response_id``) are found through a
+  partial index on ``(resp_bucket, response_id)`` where ``resp_bucket`` is the start hour;
+  lookups check the neighbouring buckets too, so siblings starting less than an hour apart are
+  always matched. The second sibling is stored with ``duplicate_of`` = the first one's span id,
+  which excludes it from every sum and export but keeps it for audit and makes its own redelivery
+  a plain duplicate span.
+* Other indexes are partial (pending rows, exportable rows) or on the update path only; there is
+  deliberately no index on ``trace_id`` alone nor on ``customer``: both are random or scattered
+  keys that cost a large share of the append rate. Summaries filter by span start time.
+* Amounts are TEXT (exact); ``*_hi``/``*_lo`` are exact integer parts for fast sums (``money.py``).
+"""
+
+from __future__ import annotations
+
+from otel_aibill.ledger.migrations import Migration
+
+RESPONSE_BUCKET_NS = 3_600 * 1_000_000_000
+
+_V1_USAGE = """
+CREATE TABLE usage (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    start_time_ns INTEGER NOT NULL,
+    end_time_ns INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    input_audio_tokens INTEGER NOT NULL,
+    output_audio_tokens INTEGER NOT NULL,
+    request_model TEXT,
+    response_model TEXT,
+    service_tier TEXT,
+    response_id TEXT,
+    server_address TEXT,
+    scope_name TEXT NOT NULL,
+    convention TEXT NOT NULL,
+    customer TEXT,
+    status TEXT NOT NULL CHECK (status IN ('priced', 'unpriced')),
+    cost TEXT,
+    billed TEXT,
+    currency TEXT NOT NULL,
+    price_version TEXT,
+    price_key TEXT,
+    markup_rule TEXT,
+    unpriced_reason TEXT NOT NULL,
+    cost_hi INTEGER,
+    cost_lo INTEGER,
+    billed_hi INTEGER,
+    billed_lo INTEGER,
+    ingested_at_ns INTEGER NOT NULL,
+    resp_bucket INTEGER,
+    duplicate_of TEXT,
+    export_batch TEXT
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "usage, trace customers, not-billable counts",
+        (
+            _V1_USAGE,
+            "CREATE UNIQUE INDEX usage_span ON usage (start_time_ns, trace_id, span_id)",
+            "CREATE INDEX usage_response ON usage (resp_bucket, response_id)"
+            " WHERE response_id IS NOT NULL AND duplicate_of IS NULL",
+            "CREATE INDEX usage_pending_trace ON usage (trace_id)"
+            " WHERE customer IS NULL AND duplicate_of IS NULL",
+            "CREATE INDEX usage_pending_start ON usage (start_time_ns)"
+            " WHERE customer IS NULL AND duplicate_of IS NULL",
+            "CREATE INDEX usage_exportable ON usage (seq)"
+            " WHERE export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
+            " AND status = 'priced' AND duplicate_of IS NULL",
+            "CREATE TABLE trace_customers ("
+            " trace_id TEXT PRIMARY KEY, customer TEXT NOT NULL, first_seen_ns INTEGER NOT NULL"
+            ") WITHOUT ROWID",
+            "CREATE TABLE not_billable_counts ("
+            " reason TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (reason, day)"
+            ") WITHOUT ROWID",
+        ),
+    ),
+    Migration(
+        2,
+        "customers",
+        (
+            "CREATE TABLE customers ("
+            " customer_id TEXT PRIMARY KEY, stripe_customer_id TEXT, name TEXT,"
+            " updated_at_ns INTEGER NOT NULL"
+            ") WITHOUT ROWID",
+        ),
+    ),
+    Migration(
+        3,
+        "export batch lookup for audit",
+        ("CREATE INDEX usage_export_batch ON usage (export_batch) WHERE export_batch IS NOT NULL",),
+    ),
+)

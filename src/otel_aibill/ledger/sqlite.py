@@ -1,0 +1,557 @@
+"""The SQLite ledger: embedded, WAL, one writer connection, a read connection per thread.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions on the single writer connection, guarded by a
+lock (other processes wait on ``busy_timeout``); with WAL, readers in other threads and processes
+never block the writer nor see a half-written batch. Schema and key design: ``schema.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from otel_aibill.ledger import money
+from otel_aibill.ledger.base import (
+    AppendBatch,
+    AppendResult,
+    Attribution,
+    Customer,
+    LedgerRow,
+    UsageQuery,
+    UsageSummary,
+)
+from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
+from otel_aibill.ledger.migrations import pending
+from otel_aibill.ledger.rows import (
+    DUPLICATE_OF,
+    INSERT_COLUMNS,
+    SELECT_COLUMNS,
+    InvalidRowError,
+    datetime_to_ns,
+    from_row,
+    to_params,
+)
+from otel_aibill.ledger.schema import MIGRATIONS
+from otel_aibill.ledger.summary import PENDING_CUSTOMER, SummaryBuilder, group_expressions
+from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
+from otel_aibill.usage import NotBillableReason
+
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
+_INSERT = (
+    f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+    " ON CONFLICT DO NOTHING"
+)
+_SELECT = f"SELECT {', '.join(SELECT_COLUMNS)} FROM usage"
+_BILLABLE = "duplicate_of IS NULL"
+_EXPORTABLE = (
+    "export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
+    " AND status = 'priced' AND duplicate_of IS NULL"
+)
+_RESPONSE_ID = INSERT_COLUMNS.index("response_id")
+_PROVIDER = INSERT_COLUMNS.index("provider")
+_RESP_BUCKET = INSERT_COLUMNS.index("resp_bucket")
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def migrate(conn: sqlite3.Connection, *, target: int | None = None, where: str = "the database") -> int:
+    """Bring the schema to ``target`` (default: latest) in one transaction; returns the version."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ns INTEGER NOT NULL)"
+        )
+        current = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+        steps = pending(current, MIGRATIONS, where=where)
+        if target is not None:
+            steps = [step for step in steps if step.version <= target]
+        for step in steps:
+            for statement in step.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at_ns) VALUES (?, ?, ?)",
+                (step.version, step.name, time.time_ns()),
+            )
+            current = step.version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return current
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0])
+
+
+class SqliteLedger:
+    """``Ledger`` on one SQLite file (or ``:memory:``, where reads share the writer connection)."""
+
+    def __init__(self, options: SqliteOptions | str) -> None:
+        self.options = parse_sqlite_url(options) if isinstance(options, str) else options
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
+        self._writer = self._connect(read_only=False)
+        try:
+            migrate(self._writer, where=self.options.path)
+        except BaseException:
+            self._writer.close()
+            raise
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self, *, read_only: bool) -> sqlite3.Connection:
+        opts = self.options
+        conn = sqlite3.connect(
+            opts.path, isolation_level=None, check_same_thread=False, timeout=opts.busy_timeout_ms / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(opts.busy_timeout_ms)}")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute(f"PRAGMA cache_size = -{max(opts.cache_size_kib // 4, 2048)}")
+            return conn
+        if not opts.in_memory:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise RuntimeError(f"cannot enable WAL journal mode on {opts.path} (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {opts.synchronous.upper()}")
+        conn.execute(f"PRAGMA cache_size = -{int(opts.cache_size_kib)}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_open()
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for the duration of the block."""
+        if self.options.in_memory:
+            with self._lock:
+                self._check_open()
+                yield self._writer
+            return
+        self._check_open()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(read_only=True)
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+            self._writer.close()
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return schema_version(conn)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def append(self, batch: AppendBatch) -> AppendResult:
+        """Store a batch atomically; redelivered spans and sibling duplicates are counted, not billed.
+
+        Rows are validated before the transaction starts: one bad row refuses the whole batch.
+        Duplicate counts are also added to ``not_billable_counts`` (reasons ``duplicate_span``
+        and ``duplicate_response``), so callers should not count them again.
+        """
+        now = time.time_ns()
+        params: list[list[Any]] = []
+        seen: set[tuple[int, str, str]] = set()
+        repeated = 0
+        for priced in batch.rows:
+            u = priced.usage
+            key = (u.start_time_ns, u.trace_id, u.span_id)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            params.append(to_params(priced, now))
+        customers = _checked_trace_customers(batch.trace_customers)
+        not_billable = _checked_counts(batch.not_billable)
+        if not params and not customers and not not_billable:
+            return AppendResult(duplicate_spans=repeated)
+        with self._write() as conn:
+            duplicates = self._mark_sibling_duplicates(conn, params)
+            already = self._existing(conn, [params[i] for i in duplicates])
+            changed = conn.executemany(_INSERT, params).rowcount if params else 0
+            duplicate_responses = len(duplicates) - already
+            duplicate_spans = repeated + len(params) - changed
+            new_customers = self._add_trace_customers(conn, customers, now)
+            counts = dict(not_billable)
+            for reason, n in (
+                (NotBillableReason.DUPLICATE_SPAN.value, duplicate_spans),
+                (NotBillableReason.DUPLICATE_RESPONSE.value, duplicate_responses),
+            ):
+                if n:
+                    counts[reason] = counts.get(reason, 0) + n
+            day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
+            conn.executemany(
+                "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
+                " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
+                [(reason, day, n) for reason, n in counts.items() if n],
+            )
+        return AppendResult(
+            inserted=changed - duplicate_responses,
+            duplicate_spans=duplicate_spans,
+            duplicate_responses=duplicate_responses,
+            new_trace_customers=new_customers,
+        )
+
+    @staticmethod
+    def _mark_sibling_duplicates(conn: sqlite3.Connection, params: list[list[Any]]) -> list[int]:
+        """Set ``duplicate_of`` on rows whose response was already billed; returns their indexes."""
+        candidates = [
+            Candidate(
+                index=i,
+                key=(p[_PROVIDER], p[_RESPONSE_ID], p[0]),
+                bucket=p[_RESP_BUCKET],
+                span_id=p[1],
+            )
+            for i, p in enumerate(params)
+            if p[_RESPONSE_ID] is not None
+        ]
+        if not candidates:
+            return []
+        buckets = sorted({c.bucket + d for c in candidates for d in (-1, 0, 1)})
+        response_ids = sorted({c.key[1] for c in candidates})
+        stored: list[tuple[ResponseKey, Original]] = []
+        for chunk in _chunks(response_ids):
+            rows = conn.execute(
+                "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id FROM usage"
+                " INDEXED BY usage_response"
+                " WHERE response_id IS NOT NULL AND duplicate_of IS NULL"
+                f" AND resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
+                [*buckets, *chunk],
+            )
+            for seq, bucket, provider, response_id, trace_id, span_id in rows:
+                stored.append(((provider, response_id, trace_id), Original((0, seq), bucket, span_id)))
+        duplicates = find_duplicates(candidates, stored)
+        for index, original in duplicates.items():
+            params[index][DUPLICATE_OF] = original
+        return sorted(duplicates)
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, params: Iterable[list[Any]]) -> int:
+        """How many of these rows are already stored (sibling duplicates being redelivered)."""
+        found = 0
+        for p in params:
+            row = conn.execute(
+                "SELECT 1 FROM usage WHERE start_time_ns = ? AND trace_id = ? AND span_id = ?",
+                (p[3], p[0], p[1]),
+            ).fetchone()
+            found += row is not None
+        return found
+
+    @staticmethod
+    def _add_trace_customers(
+        conn: sqlite3.Connection, customers: Mapping[str, str], now: int
+    ) -> tuple[str, ...]:
+        if not customers:
+            return ()
+        trace_ids = list(customers)
+        known: set[str] = set()
+        for chunk in _chunks(trace_ids):
+            rows = conn.execute(
+                f"SELECT trace_id FROM trace_customers WHERE trace_id IN ({_marks(len(chunk))})", chunk
+            )
+            known.update(row[0] for row in rows)
+        new = [t for t in trace_ids if t not in known]
+        conn.executemany(
+            "INSERT INTO trace_customers (trace_id, customer, first_seen_ns) VALUES (?, ?, ?)",
+            [(t, customers[t], now) for t in new],
+        )
+        return tuple(new)
+
+    def set_attribution(self, updates: Sequence[Attribution]) -> int:
+        """Attribute pending rows; rows already attributed are left alone (first attribution wins).
+
+        A billed amount is only set on a priced row: an update carrying one for an unpriced row
+        does not apply (and is not counted).
+        """
+        params = []
+        for a in updates:
+            if type(a.customer) is not str or not a.customer:
+                raise InvalidRowError(
+                    f"attribution of {a.trace_id}/{a.span_id} needs a customer, got {a.customer!r}"
+                )
+            billed = money.to_text(a.billed, "billed")
+            hi, lo = (None, None) if a.billed is None else money.split(a.billed)
+            params.append((a.customer, billed, hi, lo, a.markup_rule, a.trace_id, a.span_id, billed))
+        if not params:
+            return 0
+        with self._write() as conn:
+            return conn.executemany(
+                "UPDATE usage SET customer = ?, billed = ?, billed_hi = ?, billed_lo = ?, markup_rule = ?"
+                " WHERE trace_id = ? AND span_id = ? AND customer IS NULL AND duplicate_of IS NULL"
+                " AND (status = 'priced' OR ? IS NULL)",
+                params,
+            ).rowcount
+
+    def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None:
+        if not customer_id:
+            raise ValueError("customer_id must not be empty")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO customers (customer_id, stripe_customer_id, name, updated_at_ns)"
+                " VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (customer_id) DO UPDATE SET stripe_customer_id = excluded.stripe_customer_id,"
+                " name = excluded.name, updated_at_ns = excluded.updated_at_ns",
+                (customer_id, stripe_customer_id, name, time.time_ns()),
+            )
+
+    def assign_export_batch(self, seqs: Sequence[int], batch_id: str) -> None:
+        """Claim exportable rows for an export batch; idempotent for the same batch id.
+
+        Raises ``ValueError`` (and changes nothing) if a row does not exist, is not exportable,
+        or already belongs to another batch.
+        """
+        if not batch_id:
+            raise ValueError("batch_id must not be empty")
+        wanted = list(dict.fromkeys(seqs))
+        with self._write() as conn:
+            ok: set[int] = set()
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    f"SELECT seq FROM usage WHERE seq IN ({_marks(len(chunk))})"
+                    f" AND (export_batch = ? OR ({_EXPORTABLE}))",
+                    [*chunk, batch_id],
+                )
+                ok.update(row[0] for row in rows)
+            refused = [s for s in wanted if s not in ok]
+            if refused:
+                raise ValueError(
+                    f"cannot assign rows {refused[:10]}{'...' if len(refused) > 10 else ''} to export batch"
+                    f" {batch_id!r}: missing, not exportable, or in another batch"
+                )
+            for chunk in _chunks(wanted):
+                conn.execute(
+                    f"UPDATE usage SET export_batch = ? WHERE seq IN ({_marks(len(chunk))})"
+                    " AND export_batch IS NULL",
+                    [batch_id, *chunk],
+                )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(dict.fromkeys(trace_ids))
+        out: dict[str, str] = {}
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(
+                    "SELECT trace_id, customer FROM trace_customers"
+                    f" WHERE trace_id IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+                out.update((t, c) for t, c in rows)
+        return out
+
+    def pending_attribution(
+        self,
+        trace_ids: Iterable[str] | None = None,
+        *,
+        started_before_ns: int | None = None,
+        limit: int = 10_000,
+    ) -> list[LedgerRow]:
+        """Pending rows (customer unknown), oldest ``seq`` first; sibling duplicates are never pending."""
+        where = "customer IS NULL AND duplicate_of IS NULL"
+        args: list[Any] = []
+        if started_before_ns is not None:
+            where += " AND start_time_ns < ?"
+            args.append(started_before_ns)
+        with self._read() as conn:
+            if trace_ids is None:
+                rows = conn.execute(
+                    f"{_SELECT} WHERE {where} ORDER BY seq LIMIT ?", [*args, limit]
+                ).fetchall()
+            else:
+                rows = []
+                for chunk in _chunks(list(dict.fromkeys(trace_ids))):
+                    rows += conn.execute(
+                        f"{_SELECT} INDEXED BY usage_pending_trace WHERE {where}"
+                        f" AND trace_id IN ({_marks(len(chunk))}) ORDER BY seq LIMIT ?",
+                        [*args, *chunk, limit],
+                    ).fetchall()
+                rows.sort(key=lambda r: r[0])
+                rows = rows[:limit]
+        return [from_row(r) for r in rows]
+
+    def usage_summary(self, query: UsageQuery) -> list[UsageSummary]:
+        """Exact sums per group: integers in SQL where amounts fit (``money.py``), the rest in Python."""
+        groups = group_expressions(query.by)
+        where, args = _filters(customer=query.customer, since=query.since, until=query.until)
+        keys = ", ".join([*groups, "currency"])
+        counts = (
+            "count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
+            " sum(cache_write_tokens),"
+            " sum(reasoning_tokens), sum(status = 'unpriced'), sum(customer IS NULL)"
+        )
+        parts = (
+            "sum(CASE WHEN status = 'priced' THEN cost_hi END),"
+            " sum(CASE WHEN status = 'priced' THEN cost_lo END),"
+            " sum(CASE WHEN status = 'priced' THEN billed_hi END),"
+            " sum(CASE WHEN status = 'priced' THEN billed_lo END)"
+        )
+        inexact = (
+            "status = 'priced'"
+            " AND ((cost IS NOT NULL AND cost_hi IS NULL) OR (billed IS NOT NULL AND billed_hi IS NULL))"
+        )
+        with self._read() as conn:
+            builder = SummaryBuilder(by=tuple(query.by))
+            money_in_sql = True
+            try:
+                aggregate = conn.execute(
+                    f"SELECT {keys}, {counts}, {parts} FROM usage WHERE {where} GROUP BY {keys}", args
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                money_in_sql = False
+                aggregate = conn.execute(
+                    f"SELECT {keys}, {counts} FROM usage WHERE {where} GROUP BY {keys}", args
+                ).fetchall()
+            for row in aggregate:
+                builder.add_aggregate(row, money_in_sql=money_in_sql)
+            if money_in_sql:
+                amounts = (
+                    "CASE WHEN cost_hi IS NULL THEN cost END, CASE WHEN billed_hi IS NULL THEN billed END"
+                )
+                extra_where = inexact
+            else:
+                amounts, extra_where = "cost, billed", "status = 'priced'"
+            builder.add_amounts(
+                conn.execute(f"SELECT {keys}, {amounts} FROM usage WHERE {where} AND {extra_where}", args)
+            )
+        return builder.build()
+
+    def rows(
+        self,
+        *,
+        trace_id: str | None = None,
+        customer: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[LedgerRow]:
+        """Billable rows, most recent ``seq`` first. ``customer="(pending)"`` selects pending rows.
+
+        There is no index on ``trace_id`` alone (it would cost a large share of the append rate):
+        a trace lookup scans, so narrow it with ``since``/``until`` when the time is known.
+        """
+        where, args = _filters(customer=customer, since=since, until=until)
+        if trace_id is not None:
+            where += " AND trace_id = ?"
+            args.append(trace_id)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{_SELECT} WHERE {where} ORDER BY seq DESC LIMIT ?", [*args, limit]
+            ).fetchall()
+        return [from_row(r) for r in rows]
+
+    def batch_rows(self, batch_id: str) -> list[LedgerRow]:
+        """The rows assigned to one export batch, in ``seq`` order (audit: meter event -> spans)."""
+        with self._read() as conn:
+            rows = conn.execute(f"{_SELECT} WHERE export_batch = ? ORDER BY seq", (batch_id,)).fetchall()
+        return [from_row(r) for r in rows]
+
+    def exportable(self, limit: int = 10_000) -> list[LedgerRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{_SELECT} INDEXED BY usage_exportable WHERE {_EXPORTABLE} ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [from_row(r) for r in rows]
+
+    def not_billable_counts(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT reason, sum(count) FROM not_billable_counts GROUP BY reason ORDER BY reason"
+            )
+            return {reason: int(n) for reason, n in rows}
+
+    def customers(self) -> list[Customer]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT customer_id, stripe_customer_id, name FROM customers ORDER BY customer_id"
+            )
+            return [Customer(customer_id=c, stripe_customer_id=s, name=n) for c, s, n in rows]
+
+
+def _filters(
+    *, customer: str | None, since: datetime | None, until: datetime | None
+) -> tuple[str, list[Any]]:
+    where = _BILLABLE
+    args: list[Any] = []
+    if customer == PENDING_CUSTOMER:
+        where += " AND customer IS NULL"
+    elif customer is not None:
+        where += " AND customer = ?"
+        args.append(customer)
+    if since is not None:
+        where += " AND start_time_ns >= ?"
+        args.append(datetime_to_ns(since))
+    if until is not None:
+        where += " AND start_time_ns < ?"
+        args.append(datetime_to_ns(until))
+    return where, args
+
+
+def _checked_trace_customers(customers: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for trace_id, customer in customers.items():
+        if type(trace_id) is not str or not trace_id or type(customer) is not str or not customer:
+            raise InvalidRowError(
+                f"trace customer {trace_id!r} -> {customer!r}: both must be non-empty strings"
+            )
+        out[trace_id] = customer
+    return out
+
+
+def _checked_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    for reason, n in counts.items():
+        if type(reason) is not str or not reason or type(n) is not int or n < 0:
+            raise InvalidRowError(
+                f"not-billable count {reason!r}: {n!r} must be a reason and a non-negative int"
+            )
+    return {str(reason): n for reason, n in counts.items() if n}
