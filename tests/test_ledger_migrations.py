@@ -1,0 +1,89 @@
+"""Schema versions: fresh databases, upgrades of older ones, refusal of newer ones."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from otel_aibill.ledger import AppendBatch, SchemaTooNewError, SqliteLedger, open_ledger
+from otel_aibill.ledger.migrations import Migration, pending
+from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.ledger.schema import MIGRATIONS
+from otel_aibill.ledger.sqlite import migrate, schema_version
+from test_ledger_support import priced
+
+
+def test_fresh_database_is_at_the_latest_version(tmp_path: Path) -> None:
+    led = SqliteLedger(f"sqlite:///{tmp_path}/new.db")
+    assert led.schema_version() == len(MIGRATIONS)
+    led.close()
+    led = SqliteLedger(f"sqlite:///{tmp_path}/new.db")  # reopening applies nothing twice
+    assert led.schema_version() == len(MIGRATIONS)
+    led.close()
+    conn = sqlite3.connect(tmp_path / "new.db")
+    versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_opening_an_old_database_migrates_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=1) == 1
+    row = priced(customer="acme")
+    conn.execute(
+        f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})",
+        to_params(row, 1),
+    )
+    conn.execute("INSERT INTO trace_customers VALUES ('t1', 'acme', 1)")
+    with pytest.raises(sqlite3.OperationalError, match="no such table: customers"):
+        conn.execute("SELECT * FROM customers")
+    conn.close()
+
+    led = open_ledger(f"sqlite:///{path}")
+    assert isinstance(led, SqliteLedger) and led.schema_version() == len(MIGRATIONS)
+    assert [r.priced for r in led.rows()] == [row]
+    assert led.trace_customers(["t1"]) == {"t1": "acme"}
+    led.set_customer("acme", "cus_123")  # table from migration 2
+    [exportable] = led.exportable()
+    led.assign_export_batch([exportable.seq], "b1")
+    assert [r.priced for r in led.batch_rows("b1")] == [row]  # index from migration 3
+    assert led.append(AppendBatch(rows=[row])).duplicate_spans == 1  # old rows keep deduping
+    led.close()
+
+
+def test_a_newer_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    SqliteLedger(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("INSERT INTO schema_version VALUES (99, 'from the future', 0)")
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match=r"schema version 99.*only knows up to version"):
+        open_ledger(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    assert schema_version(conn) == 99
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "half.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, target=1)
+    broken = (*MIGRATIONS[:1], Migration(2, "broken", ("CREATE TABLE ok_so_far (x)", "THIS IS NOT SQL")))
+    monkeypatch.setattr("otel_aibill.ledger.sqlite.MIGRATIONS", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        migrate(conn)
+    assert schema_version(conn) == 1
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ok_so_far'").fetchone()[0] == 0
+
+
+def test_pending_is_ordered_and_checked() -> None:
+    steps = (Migration(1, "a", ()), Migration(2, "b", ()), Migration(3, "c", ()))
+    assert [m.name for m in pending(1, steps)] == ["b", "c"]
+    assert pending(3, steps) == []
+    with pytest.raises(AssertionError, match="expected 2"):
+        pending(0, (Migration(1, "a", ()), Migration(3, "c", ())))
+    with pytest.raises(SchemaTooNewError):
+        pending(4, steps)
