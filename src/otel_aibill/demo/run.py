@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from opentelemetry import baggage, context
@@ -18,12 +19,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from rich.console import Console
 
-from otel_aibill.config import Config
+from otel_aibill.config import Config, MarkupRule
 from otel_aibill.demo.fake_provider import FakeProvider, start_fake_provider
 from otel_aibill.ledger.base import UsageQuery, UsageSummary
 
 CUSTOMERS = ("acme", "globex", "initech")
 BY = ("customer", "provider", "model")
+DEMO_MARKUP = MarkupRule(id="demo-20pct", percent=Decimal(20))
+"""Applied when the configuration has no markup rules, so the table shows a margin."""
 _POLICY = "Orders can be returned within thirty days of delivery for a full refund. " * 60
 _QUESTIONS = (
     "Can I return a gift?",
@@ -81,6 +84,13 @@ def _call_plan(fake: FakeProvider, provider: TracerProvider) -> list[Callable[[s
     return [support_chat, claude, reasoning, embed, streamed]
 
 
+def with_demo_markup(config: Config) -> Config:
+    if config.pricing.markup:
+        return config
+    pricing = config.pricing.model_copy(update={"markup": (DEMO_MARKUP,)})
+    return config.model_copy(update={"pricing": pricing})
+
+
 def bill_demo_calls(db_url: str, config: Config | None = None, *, calls: int = 3) -> DemoResult:
     """Make ``calls`` LLM calls per customer through the real SDKs and bill them into ``db_url``."""
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -88,7 +98,7 @@ def bill_demo_calls(db_url: str, config: Config | None = None, *, calls: int = 3
     from otel_aibill.ledger import open_ledger
     from otel_aibill.processor import BillingSpanProcessor
 
-    config = (config or Config()).model_copy(update={"db": db_url})
+    config = with_demo_markup((config or Config()).model_copy(update={"db": db_url}))
     provider = TracerProvider(resource=Resource.create({"service.name": "otel-aibill-demo"}))
     processor = BillingSpanProcessor(db=db_url, config=config)
     provider.add_span_processor(processor)
@@ -127,7 +137,9 @@ def run_demo(db_url: str, config: Config | None = None, *, calls: int = 3) -> No
     with console.status("calling the fake OpenAI and Anthropic APIs through the real SDKs..."):
         result = bill_demo_calls(db_url, config, calls=calls)
     render_usage_table(summary_dicts(result.summary, BY), BY, console)
+    markup = "" if (config and config.pricing.markup) else f" (markup: {DEMO_MARKUP.percent}% over cost)"
     console.print(
-        f"{result.calls} LLM calls for {len(CUSTOMERS)} customers billed into {db_url}.\n"
+        f"{result.calls} LLM calls for {len(CUSTOMERS)} customers ({', '.join(CUSTOMERS)}) "
+        f"billed into {db_url}{markup}.\n"
         f"Next: otel-aibill --db {db_url} usage --by customer,model --format json"
     )
