@@ -1,7 +1,7 @@
 """Exact Decimal sums that SQLite can do with integers.
 
 Amounts are stored as TEXT (full precision, the source of truth). Next to each, an amount with at
-most ``SCALE`` decimals and magnitude below ``LIMIT`` is also stored as two integers:
+most ``SCALE`` decimals and magnitude below 10^9 is also stored as two integers:
 ``hi`` = whole micro-units (floor) and ``lo`` = the remaining 10^-15 units (0 <= lo < 10^9).
 Integer ``sum()`` over those is exact and cannot overflow for any realistic group
 (sum(lo) needs 9e9 rows); amounts that don't fit get NULL parts and are summed from their text in
@@ -15,17 +15,19 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, Inv
 
 SCALE = 15
 _LO_UNITS = 10**9  # 10^-15 units per micro-unit
-LIMIT = Decimal(10) ** 9
+_LIMIT_DIGITS = 9  # amounts below 10^9 in magnitude
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
 _ZERO = Decimal(0)
 
 
 def split(amount: Decimal) -> tuple[int, int] | tuple[None, None]:
     """``(hi, lo)`` integer parts of ``amount``, or ``(None, None)`` when it doesn't fit exactly."""
-    exponent = amount.as_tuple().exponent
-    if not isinstance(exponent, int) or exponent < -SCALE or abs(amount) >= LIMIT:
+    if not amount.is_finite() or amount.adjusted() >= _LIMIT_DIGITS:
         return None, None
-    units = int(EXACT.scaleb(amount, SCALE))
+    scaled = EXACT.scaleb(amount, SCALE)
+    units = int(scaled)
+    if units != scaled:
+        return None, None
     hi, lo = divmod(units, _LO_UNITS)
     return hi, lo
 

@@ -73,39 +73,22 @@ def _fail(usage: UsageRecord, message: str) -> InvalidRowError:
     return InvalidRowError(f"cannot store usage of span {usage.trace_id}/{usage.span_id}: {message}")
 
 
+_STATUS = {PriceStatus.PRICED: "priced", PriceStatus.UNPRICED: "unpriced"}
+_INT = frozenset({int})
+_STR = frozenset({str})
+
+
 def to_params(priced: PricedUsage, ingested_at_ns: int) -> list[Any]:
-    """The INSERT parameters (in ``INSERT_COLUMNS`` order) for one row; ``duplicate_of`` is None."""
+    """The INSERT parameters (in ``INSERT_COLUMNS`` order) for one row; ``duplicate_of`` is None.
+
+    Written for speed (it runs for every row on the append path): checks are done on whole
+    tuples, and the detailed message is only worked out once something is wrong.
+    """
     u = priced.usage
-    for name in ("trace_id", "span_id", "provider", "model", "operation"):
-        value = getattr(u, name)
-        if type(value) is not str or not value:
-            raise _fail(u, f"{name} must be a non-empty string, got {value!r}")
-    for name in ("start_time_ns", "end_time_ns", *TOKEN_FIELDS):
-        value = getattr(u, name)
-        if type(value) is not int or not 0 <= value <= INT64_MAX:
-            raise _fail(u, f"{name} must be an integer in [0, 2^63), got {value!r}")
-    if not isinstance(priced.status, PriceStatus):
-        raise _fail(u, f"status must be a PriceStatus, got {priced.status!r}")
-    try:
-        cost = money.to_text(priced.cost, "cost")
-        billed = money.to_text(priced.billed, "billed")
-    except (TypeError, ValueError) as exc:
-        raise _fail(u, str(exc)) from exc
-    if priced.status is PriceStatus.PRICED and cost is None:
-        raise _fail(u, "a priced row needs a cost")
-    if priced.status is PriceStatus.UNPRICED and (cost is not None or billed is not None):
-        raise _fail(u, "an unpriced row has no cost or billed amount")
-    cost_hi, cost_lo = (None, None) if priced.cost is None else money.split(priced.cost)
-    billed_hi, billed_lo = (None, None) if priced.billed is None else money.split(priced.billed)
-    return [
-        u.trace_id,
-        u.span_id,
-        u.parent_span_id,
+    texts = (u.trace_id, u.span_id, u.provider, u.model, u.operation)
+    ints = (
         u.start_time_ns,
         u.end_time_ns,
-        u.provider,
-        u.model,
-        u.operation,
         u.input_tokens,
         u.output_tokens,
         u.cache_read_tokens,
@@ -115,6 +98,39 @@ def to_params(priced: PricedUsage, ingested_at_ns: int) -> list[Any]:
         u.reasoning_tokens,
         u.input_audio_tokens,
         u.output_audio_tokens,
+    )
+    if set(map(type, texts)) != _STR or "" in texts:
+        raise _fail(u, _first_bad_text(u))
+    if set(map(type, ints)) != _INT or min(ints) < 0 or max(ints) > INT64_MAX:
+        raise _fail(u, _first_bad_int(u))
+    status = _STATUS.get(priced.status)
+    if status is None:
+        raise _fail(u, f"status must be a PriceStatus, got {priced.status!r}")
+    try:
+        cost = money.to_text(priced.cost, "cost")
+        billed = money.to_text(priced.billed, "billed")
+    except (TypeError, ValueError) as exc:
+        raise _fail(u, str(exc)) from exc
+    if cost is None:
+        if status == "priced":
+            raise _fail(u, "a priced row needs a cost")
+        if billed is not None:
+            raise _fail(u, "an unpriced row has no billed amount")
+        cost_hi = cost_lo = None
+    else:
+        if status == "unpriced":
+            raise _fail(u, "an unpriced row has no cost")
+        cost_hi, cost_lo = money.split(priced.cost)  # type: ignore[arg-type]
+    billed_hi, billed_lo = (None, None) if billed is None else money.split(priced.billed)  # type: ignore[arg-type]
+    return [
+        u.trace_id,
+        u.span_id,
+        u.parent_span_id,
+        *ints[:2],
+        u.provider,
+        u.model,
+        u.operation,
+        *ints[2:],
         u.request_model,
         u.response_model,
         u.service_tier,
@@ -123,7 +139,7 @@ def to_params(priced: PricedUsage, ingested_at_ns: int) -> list[Any]:
         u.scope_name,
         u.convention,
         u.customer,
-        priced.status.value,
+        status,
         cost,
         billed,
         priced.currency,
@@ -139,6 +155,22 @@ def to_params(priced: PricedUsage, ingested_at_ns: int) -> list[Any]:
         None if u.response_id is None else u.start_time_ns // RESPONSE_BUCKET_NS,
         None,
     ]
+
+
+def _first_bad_text(u: UsageRecord) -> str:
+    for name in ("trace_id", "span_id", "provider", "model", "operation"):
+        value = getattr(u, name)
+        if type(value) is not str or not value:
+            return f"{name} must be a non-empty string, got {value!r}"
+    raise AssertionError("no bad text field")
+
+
+def _first_bad_int(u: UsageRecord) -> str:
+    for name in ("start_time_ns", "end_time_ns", *TOKEN_FIELDS):
+        value = getattr(u, name)
+        if type(value) is not int or not 0 <= value <= INT64_MAX:
+            return f"{name} must be an integer in [0, 2^63), got {value!r}"
+    raise AssertionError("no bad integer field")
 
 
 def _decimal(text: str | None) -> Decimal | None:

@@ -13,7 +13,7 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
   lookups check the neighbouring buckets too, so siblings starting less than an hour apart are
   always matched. The second sibling is stored with ``duplicate_of`` = the first one's span id,
   which excludes it from every sum and export but keeps it for audit and makes its own redelivery
-  a plain duplicate span.
+  a plain duplicate span (the same index lookup tells whether it is already stored).
 * Other indexes are partial (pending rows, exportable rows) or on the update path only; there is
   deliberately no index on ``trace_id`` alone nor on ``customer``: both are random or scattered
   keys that cost a large share of the append rate. Summaries filter by span start time.
@@ -80,8 +80,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             _V1_USAGE,
             "CREATE UNIQUE INDEX usage_span ON usage (start_time_ns, trace_id, span_id)",
-            "CREATE INDEX usage_response ON usage (resp_bucket, response_id)"
-            " WHERE response_id IS NOT NULL AND duplicate_of IS NULL",
+            "CREATE INDEX usage_response ON usage (resp_bucket, response_id) WHERE response_id IS NOT NULL",
             "CREATE INDEX usage_pending_trace ON usage (trace_id)"
             " WHERE customer IS NULL AND duplicate_of IS NULL",
             "CREATE INDEX usage_pending_start ON usage (start_time_ns)"

@@ -55,6 +55,7 @@ _EXPORTABLE = (
 _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 _PROVIDER = INSERT_COLUMNS.index("provider")
 _RESP_BUCKET = INSERT_COLUMNS.index("resp_bucket")
+_START = INSERT_COLUMNS.index("start_time_ns")
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -214,10 +215,9 @@ class SqliteLedger:
         if not params and not customers and not not_billable:
             return AppendResult(duplicate_spans=repeated)
         with self._write() as conn:
-            duplicates = self._mark_sibling_duplicates(conn, params)
-            already = self._existing(conn, [params[i] for i in duplicates])
+            marked, already = self._mark_sibling_duplicates(conn, params)
             changed = conn.executemany(_INSERT, params).rowcount if params else 0
-            duplicate_responses = len(duplicates) - already
+            duplicate_responses = marked - already
             duplicate_spans = repeated + len(params) - changed
             new_customers = self._add_trace_customers(conn, customers, now)
             counts = dict(not_billable)
@@ -241,49 +241,43 @@ class SqliteLedger:
         )
 
     @staticmethod
-    def _mark_sibling_duplicates(conn: sqlite3.Connection, params: list[list[Any]]) -> list[int]:
-        """Set ``duplicate_of`` on rows whose response was already billed; returns their indexes."""
+    def _mark_sibling_duplicates(conn: sqlite3.Connection, params: list[list[Any]]) -> tuple[int, int]:
+        """Set ``duplicate_of`` on rows whose response was already billed.
+
+        Returns (rows marked, marked rows already stored): a stored duplicate being redelivered
+        is a duplicate span, not a new duplicate response.
+        """
         candidates = [
             Candidate(
-                index=i,
-                key=(p[_PROVIDER], p[_RESPONSE_ID], p[0]),
-                bucket=p[_RESP_BUCKET],
-                span_id=p[1],
+                index=i, key=(p[_PROVIDER], p[_RESPONSE_ID], p[0]), bucket=p[_RESP_BUCKET], span_id=p[1]
             )
             for i, p in enumerate(params)
             if p[_RESPONSE_ID] is not None
         ]
         if not candidates:
-            return []
+            return 0, 0
         buckets = sorted({c.bucket + d for c in candidates for d in (-1, 0, 1)})
         response_ids = sorted({c.key[1] for c in candidates})
         stored: list[tuple[ResponseKey, Original]] = []
+        stored_spans: set[tuple[int, str, str]] = set()
         for chunk in _chunks(response_ids):
             rows = conn.execute(
-                "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id FROM usage"
-                " INDEXED BY usage_response"
-                " WHERE response_id IS NOT NULL AND duplicate_of IS NULL"
+                "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id, start_time_ns,"
+                " duplicate_of FROM usage INDEXED BY usage_response WHERE response_id IS NOT NULL"
                 f" AND resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
                 [*buckets, *chunk],
             )
-            for seq, bucket, provider, response_id, trace_id, span_id in rows:
-                stored.append(((provider, response_id, trace_id), Original((0, seq), bucket, span_id)))
+            for seq, bucket, provider, response_id, trace_id, span_id, start, duplicate_of in rows:
+                stored_spans.add((start, trace_id, span_id))
+                if duplicate_of is None:
+                    stored.append(((provider, response_id, trace_id), Original((0, seq), bucket, span_id)))
         duplicates = find_duplicates(candidates, stored)
+        already = 0
         for index, original in duplicates.items():
-            params[index][DUPLICATE_OF] = original
-        return sorted(duplicates)
-
-    @staticmethod
-    def _existing(conn: sqlite3.Connection, params: Iterable[list[Any]]) -> int:
-        """How many of these rows are already stored (sibling duplicates being redelivered)."""
-        found = 0
-        for p in params:
-            row = conn.execute(
-                "SELECT 1 FROM usage WHERE start_time_ns = ? AND trace_id = ? AND span_id = ?",
-                (p[3], p[0], p[1]),
-            ).fetchone()
-            found += row is not None
-        return found
+            p = params[index]
+            p[DUPLICATE_OF] = original
+            already += (p[_START], p[0], p[1]) in stored_spans
+        return len(duplicates), already
 
     @staticmethod
     def _add_trace_customers(

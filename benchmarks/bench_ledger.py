@@ -1,0 +1,213 @@
+"""Ledger append throughput against a no-index baseline, plus read query times.
+
+Realistic data: random trace/span ids, increasing start times (the run covers one simulated day),
+~10% of rows are sibling pairs sharing a response id (5% of calls reported twice), 500 customers.
+Every variant gets the same batches, interleaved batch by batch so machine noise hits all of
+them alike; compare the ratios. All databases use WAL + synchronous=FULL (the default).
+
+Variants:
+  baseline    raw table with the same columns, no index at all, plain executemany (SQL cost only)
+  random-key  raw table + UNIQUE (trace_id, span_id): the naive dedupe key, for reference
+  ledger-sql  the ledger's own schema (all its indexes), same raw executemany: the cost of the keys
+  ledger      SqliteLedger.append end to end (validation, sibling lookup, all indexes)
+  ledger-mix  same, with 30% of rows pending (no customer) and one trace_customers entry per trace
+
+    python benchmarks/bench_ledger.py --rows 1000000 --batch 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
+from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
+
+T0 = 1_767_225_600_000_000_000
+DAY_NS = 86_400 * 1_000_000_000
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("google", "gemini"),
+]
+
+
+def make_batch(rng: random.Random, first: int, n: int, step_ns: int) -> list[PricedUsage]:
+    rows: list[PricedUsage] = []
+    i = first
+    while len(rows) < n:
+        trace = os.urandom(16).hex()
+        customer = f"cust-{rng.randrange(500)}"
+        for _ in range(rng.choice((1, 2, 3))):  # LLM calls per trace
+            start = T0 + i * step_ns
+            provider, model = MODELS[i % len(MODELS)]
+            siblings = 2 if rng.random() < 0.05 else 1
+            response_id = f"resp-{os.urandom(12).hex()}" if siblings == 2 else None
+            for s in range(siblings):
+                record = UsageRecord(
+                    trace_id=trace,
+                    span_id=os.urandom(8).hex(),
+                    start_time_ns=start + s * 1_000,
+                    end_time_ns=start + 900_000_000,
+                    provider=provider,
+                    model=model,
+                    operation="chat",
+                    input_tokens=rng.randrange(50, 5000),
+                    output_tokens=rng.randrange(10, 800),
+                    cache_read_tokens=0,
+                    request_model=model,
+                    response_model=model,
+                    response_id=response_id,
+                    server_address="api.example.com",
+                    scope_name="opentelemetry.instrumentation.openai_v2",
+                    convention="genai",
+                    customer=customer,
+                )
+                cost = Decimal(record.input_tokens) * Decimal("0.0000025") + Decimal(
+                    record.output_tokens
+                ) * Decimal("0.00001")
+                rows.append(
+                    PricedUsage(
+                        usage=record,
+                        status=PriceStatus.PRICED,
+                        cost=cost,
+                        billed=cost * Decimal("1.2"),
+                        price_version="2026-01-01#abc123",
+                        price_key=f"{provider}/{model}",
+                        markup_rule="global",
+                    )
+                )
+            i += 1
+    return rows[:n]
+
+
+def mixed(rows: list[PricedUsage], rng: random.Random) -> AppendBatch:
+    """30% of usage rows arrive without a customer; every trace's customer comes separately."""
+    out = []
+    customers: dict[str, str] = {}
+    for row in rows:
+        customers[row.usage.trace_id] = row.usage.customer or ""
+        if rng.random() < 0.3:
+            row = replace(row, usage=replace(row.usage, customer=None), billed=None)
+        out.append(row)
+    return AppendBatch(rows=out, trace_customers=customers)
+
+
+def raw_table(path: Path, index: str | None) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA cache_size = -65536")
+    cols = ", ".join(INSERT_COLUMNS)
+    conn.execute(f"CREATE TABLE usage (seq INTEGER PRIMARY KEY, {cols}, export_batch)")
+    if index:
+        conn.execute(index)
+    return conn
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--dir", default=None, help="where to put the databases (default: a temp dir)")
+    args = parser.parse_args()
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        d = Path(tmp)
+        baseline = raw_table(d / "baseline.db", None)
+        random_key = raw_table(d / "random.db", "CREATE UNIQUE INDEX k ON usage (trace_id, span_id)")
+        ledger_sql = SqliteLedger(f"sqlite:///{d}/ledger_sql.db")
+        ledger = SqliteLedger(f"sqlite:///{d}/ledger.db")
+        ledger_mix = SqliteLedger(f"sqlite:///{d}/ledger_mix.db")
+        insert = (
+            f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+        )
+        insert_ignore = f"{insert} ON CONFLICT DO NOTHING"
+        totals = dict.fromkeys(("baseline", "random-key", "ledger-sql", "ledger", "ledger-mix"), 0.0)
+        step = DAY_NS // args.rows
+        done = 0
+        inserted = 0
+        while done < args.rows:
+            rows = make_batch(rng, done, min(args.batch, args.rows - done), step)
+            params = [to_params(r, time.time_ns()) for r in rows]
+            batch_mix = mixed(rows, rng)
+
+            def raw(
+                conn: sqlite3.Connection, params: list[list[object]] = params, insert: str = insert
+            ) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(insert, params)
+                conn.execute("COMMIT")
+
+            totals["baseline"] += timed(lambda: raw(baseline))
+            totals["random-key"] += timed(lambda: raw(random_key))
+            totals["ledger-sql"] += timed(lambda: raw(ledger_sql._writer, insert=insert_ignore))
+            t = time.perf_counter()
+            inserted += ledger.append(AppendBatch(rows=rows)).inserted
+            totals["ledger"] += time.perf_counter() - t
+            totals["ledger-mix"] += timed(lambda b=batch_mix: ledger_mix.append(b))
+            done += len(rows)
+        print(
+            f"{args.rows:,} rows in batches of {args.batch}; "
+            f"ledger billed {inserted:,}, the rest are sibling duplicates"
+        )
+        print(f"{'variant':12s} {'rows/s':>10s} {'x baseline':>11s} {'db MB':>7s}")
+        for name, total in totals.items():
+            file = {
+                "baseline": "baseline",
+                "random-key": "random",
+                "ledger": "ledger",
+                "ledger-mix": "ledger_mix",
+            }
+            size = sum(p.stat().st_size for p in d.glob(f"{file}.db*")) / 1e6
+            print(f"{name:12s} {args.rows / total:>10,.0f} {totals['baseline'] / total:>11.2f} {size:>7.0f}")
+
+        start = datetime.fromtimestamp(T0 / 1e9, tz=UTC)
+        some_trace = rows[0].usage.trace_id
+        queries: list[tuple[str, Callable[[], object]]] = [
+            ("summary by customer,provider,model (all rows)", lambda: ledger.usage_summary(UsageQuery())),
+            ("summary by day", lambda: ledger.usage_summary(UsageQuery(by=("day",)))),
+            (
+                "summary one customer, one hour",
+                lambda: ledger.usage_summary(
+                    UsageQuery(customer="cust-1", since=start, until=start + timedelta(hours=1))
+                ),
+            ),
+            ("summary one customer, all time", lambda: ledger.usage_summary(UsageQuery(customer="cust-1"))),
+            ("rows(limit=100)", lambda: ledger.rows(limit=100)),
+            ("rows(trace_id) (scan)", lambda: ledger.rows(trace_id=some_trace)),
+            ("exportable(10000)", lambda: ledger.exportable(10_000)),
+            ("pending_attribution() (mix db)", lambda: ledger_mix.pending_attribution(limit=10_000)),
+        ]
+        print(f"\n{'query on the ledger db':48s} {'ms':>9s}")
+        for name, fn in queries:
+            fn()  # warm
+            print(f"{name:48s} {min(timed(fn) for _ in range(3)) * 1000:>9.1f}")
+        ledger.close()
+        ledger_sql.close()
+        ledger_mix.close()
+        baseline.close()
+        random_key.close()
+
+
+if __name__ == "__main__":
+    main()
