@@ -114,9 +114,7 @@ def test_embeddings_float_and_base64(oai: openai.OpenAI) -> None:
     assert as_b64.usage.prompt_tokens == sum(count_text(t) for t in texts) == as_float.usage.total_tokens
     assert len(as_b64.data) == 2 and len(as_b64.data[0].embedding) == 1536
     assert as_b64.data[1].embedding == pytest.approx(as_float.data[1].embedding, abs=1e-6)
-    small = oai.embeddings.create(
-        model="text-embedding-3-large", input="x", dimensions=8
-    )
+    small = oai.embeddings.create(model="text-embedding-3-large", input="x", dimensions=8)
     assert len(small.data[0].embedding) == 8
 
 
