@@ -13,10 +13,6 @@ from fakestripe import API_KEY, FakeStripe
 from fakestripe.support import open_test_ledger, priced
 from otel_aibill.ledger.base import AppendBatch
 
-ledger_pkg = pytest.importorskip("otel_aibill.ledger")
-if not hasattr(ledger_pkg, "open_ledger"):
-    pytest.skip("the SQLite ledger is not available yet", allow_module_level=True)
-
 
 def _app() -> Any:
     from otel_aibill import cli, cli_stripe
