@@ -159,8 +159,8 @@ class BillingSpanProcessor(SpanProcessor):
                         self._cond.wait(0.1)
             queue.append(span)
             self._enqueued += 1
-            if len(queue) >= self._batch:
-                self._wake.set()
+            if len(queue) >= self._batch and not self._wake.is_set():
+                self._wake.set()  # Event.set takes a lock: only when the worker is not already woken
         except Exception:
             self.errors += 1
 
