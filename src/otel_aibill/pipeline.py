@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from otel_aibill.attribution import customer_of
 from otel_aibill.config import Config
 from otel_aibill.ledger.base import AppendBatch, Attribution, Ledger, LedgerRow
+from otel_aibill.nesting import NestedCalls
 from otel_aibill.pricing import Pricer
 from otel_aibill.semconv import extract
 from otel_aibill.usage import UNATTRIBUTED, NotBillable, PricedUsage, PriceStatus, SpanView, UsageRecord
@@ -79,6 +80,7 @@ class Pipeline:
         self.totals = IngestResult()
         self._keys = tuple(self.config.attribution.keys)
         self._trace_customers = _LRU(_TRACE_CACHE_SIZE)
+        self._nested = NestedCalls(_TRACE_CACHE_SIZE)
         for customer_id, stripe_id in self.config.customers.items():
             ledger.set_customer(customer_id, stripe_id)
 
@@ -98,6 +100,7 @@ class Pipeline:
             else:
                 usages.append(extracted)
 
+        usages = self._nested.drop_nested(usages, not_billable)
         rows: list[PricedUsage] = []
         pending_traces: set[str] = set()
         for usage in usages:
