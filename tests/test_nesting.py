@@ -7,11 +7,21 @@ from collections import Counter
 from otel_aibill.nesting import NestedCalls
 from otel_aibill.usage import UsageRecord
 
+DEPTH = {"c": 3, "b": 2, "a": 1}  # inner spans end first
+
 
 def usage(span: str, parent: str | None, inp: int = 100, out: int = 20, trace: str = "t1") -> UsageRecord:
     return UsageRecord(
-        trace_id=trace, span_id=span, parent_span_id=parent, start_time_ns=1, end_time_ns=2,
-        provider="openai", model="gpt-4o", operation="chat", input_tokens=inp, output_tokens=out,
+        trace_id=trace,
+        span_id=span,
+        parent_span_id=parent,
+        start_time_ns=1,
+        end_time_ns=10 - DEPTH.get(span, 0),
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+        input_tokens=inp,
+        output_tokens=out,
     )
 
 
@@ -26,9 +36,10 @@ def kept(batches: list[list[UsageRecord]]) -> tuple[list[str], Counter[str]]:
 def test_chain_of_three_instrumentations_bills_the_innermost_once() -> None:
     inner, middle, outer = usage("c", "b"), usage("b", "a"), usage("a", "root")
     assert kept([[inner, middle, outer]]) == (["c"], Counter(duplicate_nested=2))
-    # across batches, and when the outer span happens to arrive first
+    assert kept([[outer, inner, middle]]) == (["c"], Counter(duplicate_nested=2))  # any order in a batch
+    # across batches, also when the outer span happens to arrive first
+    assert kept([[inner], [middle], [outer]])[0] == ["c"]
     assert kept([[outer], [middle], [inner]])[0] == ["a"]
-    assert kept([[inner], [outer], [middle]])[0] == ["c"]
 
 
 def test_separate_calls_are_never_merged() -> None:

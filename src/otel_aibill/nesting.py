@@ -8,7 +8,8 @@ provider and the same token totals describes the same call; the first one seen i
 
 A parent/child link is required, so two separate identical calls in one trace stay two calls.
 The memory is bounded and per process: nested spans of one call end within milliseconds of each
-other and travel together.
+other and travel together. Known limit: when the middle span of a chain of three arrives in a
+later batch than both ends, the two ends were already billed separately.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class NestedCalls:
     def drop_nested(self, usages: Sequence[UsageRecord], counts: Counter[str]) -> list[UsageRecord]:
         """The usages that are not a nested repeat of a call already seen; repeats are counted."""
         kept = []
-        for u in usages:
+        # Inner spans end first; in that order a chain is met link by link, whatever the batch order.
+        for u in sorted(usages, key=lambda u: u.end_time_ns):
             key = (u.trace_id, u.span_id)
             if key in self._by_span:  # redelivered: decided before, decide the same again
                 nested = key in self._nested
