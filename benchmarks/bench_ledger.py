@@ -172,12 +172,7 @@ def main() -> None:
         )
         print(f"{'variant':12s} {'rows/s':>10s} {'x baseline':>11s} {'db MB':>7s}")
         for name, total in totals.items():
-            file = {
-                "baseline": "baseline",
-                "random-key": "random",
-                "ledger": "ledger",
-                "ledger-mix": "ledger_mix",
-            }
+            file = {"random-key": "random"}.get(name, name.replace("-", "_"))
             size = sum(p.stat().st_size for p in d.glob(f"{file}.db*")) / 1e6
             print(f"{name:12s} {args.rows / total:>10,.0f} {totals['baseline'] / total:>11.2f} {size:>7.0f}")
 
