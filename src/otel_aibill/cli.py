@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 from datetime import UTC, datetime
@@ -105,7 +106,7 @@ def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console
     table = Table(title="Usage", show_lines=False)
     for key in by:
         table.add_column(key)
-    numeric = ("spans", "input", "output", "cache read", "cache write", "reasoning")
+    numeric: tuple[str, ...] = ("spans", "input", "output", "cache read", "cache write", "reasoning")
     numeric += ("cost", "billed", "margin")
     for col in numeric:
         table.add_column(col, justify="right")
@@ -208,8 +209,7 @@ def demo(
     ctx: typer.Context,
     calls: Annotated[int, typer.Option(help="LLM calls per customer.")] = 3,
 ) -> None:
-    """Real instrumented OpenAI and Anthropic SDK calls against a built-in local fake provider,
-    billed into the ledger, then the usage table."""
+    """Real instrumented OpenAI/Anthropic SDK calls to a built-in fake provider, billed and shown."""
     try:
         from otel_aibill.demo.run import run_demo
     except ImportError as exc:
@@ -218,25 +218,23 @@ def demo(
 
 
 def _register_optional() -> None:
-    """Commands whose dependencies live in extras (receiver, stripe)."""
-    try:
-        from otel_aibill import cli_serve
+    """Commands whose dependencies live in extras (receiver, stripe) appear when those are installed."""
+    missing_extra = ("grpc", "starlette", "uvicorn", "prometheus_client", "google", "stripe")
 
-        app.command("serve")(cli_serve.serve)
-    except ImportError:
-        pass
-    try:
-        from otel_aibill import cli_replay
+    def optional(module: str) -> Any:
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in missing_extra:
+                return None
+            raise
 
-        app.command("replay")(cli_replay.replay)
-    except ImportError:
-        pass
-    try:
-        from otel_aibill import cli_stripe
-
-        app.add_typer(cli_stripe.stripe_app, name="stripe")
-    except ImportError:
-        pass
+    if serve := optional("otel_aibill.cli_serve"):
+        app.command("serve")(serve.serve)
+    if replay := optional("otel_aibill.cli_replay"):
+        app.command("replay")(replay.replay)
+    if stripe := optional("otel_aibill.cli_stripe"):
+        app.add_typer(stripe.stripe_app, name="stripe")
 
 
 _register_optional()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -91,4 +94,62 @@ def serve(
             highlight=False,
         )
 
-    raise typer.Exit(run(settings, sink_factory(cfg), on_ready=ready))
+    with stripe_side(cfg, console) as ui_routes:
+        code = run(settings, sink_factory(cfg), ui_routes=ui_routes, on_ready=ready)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
+    """The Stripe exporter loop (with STRIPE_API_KEY) and webhook route (with STRIPE_WEBHOOK_SECRET).
+
+    The loop runs on its own thread with its own connections, and stops after the receivers
+    have drained, so usage committed during shutdown is still picked up next time.
+    """
+    try:
+        from otel_aibill.stripe.config import StripeEnv, stripe_config
+    except ImportError:  # the 'stripe' extra is not installed
+        yield []
+        return
+    env, sc = StripeEnv.from_env(), stripe_config(cfg)
+    routes: list[Any] = []
+    stop = threading.Event()
+    thread: threading.Thread | None = None
+    if env.api_key or env.webhook_secret:
+        from otel_aibill.stripe.store import ExportStore
+        from otel_aibill.stripe.transport import make_client
+
+        client = make_client(env, sc)
+        if env.webhook_secret:
+            from otel_aibill.stripe.webhook import webhook_route
+
+            routes.append(webhook_route(ExportStore(cfg.db), env.webhook_secret, client))
+        if client is not None:
+            thread = threading.Thread(
+                target=_export_loop, args=(cfg, sc, client, stop), name="otel-aibill-stripe", daemon=True
+            )
+            thread.start()
+    else:
+        console.print(
+            "Stripe export: dry run (no STRIPE_API_KEY); 'otel-aibill stripe export --once' "
+            "lists what would be sent.",
+            highlight=False,
+        )
+    try:
+        yield routes
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=60)
+
+
+def _export_loop(cfg: Config, sc: Any, client: Any, stop: threading.Event) -> None:
+    from otel_aibill.ledger import open_ledger
+    from otel_aibill.stripe.exporter import StripeExporter
+    from otel_aibill.stripe.store import ExportStore
+
+    ledger = open_ledger(cfg.db)
+    try:
+        StripeExporter(ledger, ExportStore(cfg.db), cfg, client, stripe_settings=sc).run_forever(stop)
+    finally:
+        ledger.close()

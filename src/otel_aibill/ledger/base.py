@@ -98,7 +98,11 @@ class Ledger(Protocol):
     def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]: ...
 
     def pending_attribution(
-        self, trace_ids: Iterable[str] | None = None, *, started_before_ns: int | None = None, limit: int = 10_000
+        self,
+        trace_ids: Iterable[str] | None = None,
+        *,
+        started_before_ns: int | None = None,
+        limit: int = 10_000,
     ) -> list[LedgerRow]:
         """Rows whose customer is still unknown, optionally only of these traces / older than a time."""
         ...
@@ -119,7 +123,9 @@ class Ledger(Protocol):
 
     def not_billable_counts(self) -> dict[str, int]: ...
 
-    def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None: ...
+    def set_customer(
+        self, customer_id: str, stripe_customer_id: str | None, name: str | None = None
+    ) -> None: ...
 
     def customers(self) -> list[Customer]: ...
 
