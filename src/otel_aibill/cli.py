@@ -102,14 +102,20 @@ def _money(value: str) -> str:
     return f"{Decimal(value):.6f}"
 
 
+def wide_console() -> Console:
+    """A console that does not squash tables to 80 columns when output goes to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console: Console) -> None:
     table = Table(title="Usage", show_lines=False)
     for key in by:
-        table.add_column(key)
+        table.add_column(key, overflow="fold")
     numeric: tuple[str, ...] = ("spans", "input", "output", "cache read", "cache write", "reasoning")
     numeric += ("cost", "billed", "margin")
     for col in numeric:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True)
     table.add_column("notes")
     for item in items:
         notes = []
@@ -169,7 +175,7 @@ def usage(
             writer.writerows(items)
         typer.echo(buf.getvalue(), nl=False)
     else:
-        render_usage_table(items, group, Console())
+        render_usage_table(items, group, wide_console())
 
 
 @customers_app.command("set")

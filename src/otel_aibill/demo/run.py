@@ -17,7 +17,6 @@ from typing import Any
 from opentelemetry import baggage, context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from rich.console import Console
 
 from otel_aibill.config import Config, MarkupRule
 from otel_aibill.demo.fake_provider import FakeProvider, start_fake_provider
@@ -131,9 +130,9 @@ def bill_demo_calls(db_url: str, config: Config | None = None, *, calls: int = 3
 
 def run_demo(db_url: str, config: Config | None = None, *, calls: int = 3) -> None:
     """Bill the demo calls, then print the usage table for the whole ledger."""
-    from otel_aibill.cli import render_usage_table, summary_dicts
+    from otel_aibill.cli import render_usage_table, summary_dicts, wide_console
 
-    console = Console()
+    console = wide_console()
     with console.status("calling the fake OpenAI and Anthropic APIs through the real SDKs..."):
         result = bill_demo_calls(db_url, config, calls=calls)
     render_usage_table(summary_dicts(result.summary, BY), BY, console)
