@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from otel_aibill.config import Config, ConfigError, load_config
@@ -29,7 +30,7 @@ app.add_typer(customers_app, name="customers")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -74,6 +75,11 @@ def _parse_time(value: str | None, name: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def decimal_text(value: Decimal) -> str:
+    """Positional notation, full precision: ``str`` would write small amounts as ``1.5E-7``."""
+    return format(value, "f")
+
+
 def summary_dicts(rows: list[UsageSummary], by: tuple[str, ...]) -> list[dict[str, Any]]:
     """The documented JSON shape: decimal strings for money, every grouping key present."""
     out = []
@@ -87,9 +93,9 @@ def summary_dicts(rows: list[UsageSummary], by: tuple[str, ...]) -> list[dict[st
             cache_read_tokens=row.cache_read_tokens,
             cache_write_tokens=row.cache_write_tokens,
             reasoning_tokens=row.reasoning_tokens,
-            cost=str(row.cost),
-            billed=str(row.billed),
-            margin=str(row.billed - row.cost),
+            cost=decimal_text(row.cost),
+            billed=decimal_text(row.billed),
+            margin=decimal_text(row.billed - row.cost),
             currency=row.currency,
             unpriced_spans=row.unpriced_spans,
             pending_spans=row.pending_spans,
@@ -155,6 +161,8 @@ def usage(
     unknown = [g for g in group if g not in GROUP_FIELDS]
     if unknown or not group:
         raise _fail(f"--by: unknown field(s) {unknown}; choose from {', '.join(GROUP_FIELDS)}")
+    if len(set(group)) != len(group):
+        raise _fail(f"--by: a field is repeated: {by}")
     if fmt not in ("table", "json", "csv"):
         raise _fail("--format must be table, json or csv")
     query = UsageQuery(
