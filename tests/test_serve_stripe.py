@@ -391,3 +391,24 @@ def test_webhook_refuses_a_replayed_old_signature(tmp_path: Path) -> None:
     assert fresh.status_code == 200
     day_old = sign(body, SECRET, t=int(time.time()) - 86400)
     assert web.post("/stripe/webhook", content=body, headers={"Stripe-Signature": day_old}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("toml", "db", "message"),
+    [
+        ('[stripe]\nmode = "invoices"\n', "sqlite:///{tmp}/l.db", "invalid [stripe] settings"),
+        ("", "postgresql://127.0.0.1:1/none", "Stripe export store supports sqlite"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_export(tmp_path: Path, toml: str, db: str, message: str) -> None:
+    """A bad [stripe] section, or a ledger the export store cannot use, stops serve at start
+    with a clear error instead of a traceback or a receiver that silently never exports."""
+    config = tmp_path / "aibill.toml"
+    config.write_text(toml, encoding="utf-8")
+    cmd = [sys.executable, "-m", "otel_aibill.cli", "--db", db.format(tmp=tmp_path), "--config", str(config)]
+    cmd += ["serve", "--grpc-port", "0", "--http-port", "0", "--ui-port", "0"]
+    env = {**os.environ, "STRIPE_API_KEY": API_KEY, "COLUMNS": "200"}
+    env.pop("OTEL_AIBILL_DB", None)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr

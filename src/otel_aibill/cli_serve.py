@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from otel_aibill.config import Config, ConfigError, load_config
 
@@ -111,36 +112,55 @@ def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
     except ImportError:  # the 'stripe' extra is not installed
         yield []
         return
-    env, sc = StripeEnv.from_env(), stripe_config(cfg)
+    env = StripeEnv.from_env()
+    try:
+        sc = stripe_config(cfg)
+    except ValueError as exc:  # checked before anything listens, like the rest of the config
+        Console(stderr=True).print(f"[red]error:[/red] invalid \\[stripe] settings: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
     routes: list[Any] = []
     stop = threading.Event()
     thread: threading.Thread | None = None
-    if env.api_key or env.webhook_secret:
-        from otel_aibill.stripe.store import ExportStore
-        from otel_aibill.stripe.transport import make_client
-
-        client = make_client(env, sc)
-        if env.webhook_secret:
-            from otel_aibill.stripe.webhook import webhook_route
-
-            routes.append(webhook_route(ExportStore(cfg.db), env.webhook_secret, client))
-        if client is not None:
-            thread = threading.Thread(
-                target=_export_loop, args=(cfg, sc, client, stop), name="otel-aibill-stripe", daemon=True
-            )
-            thread.start()
-    else:
+    store: Any = None
+    if not env.api_key:
         console.print(
             "Stripe export: dry run (no STRIPE_API_KEY); 'otel-aibill stripe export --once' "
             "lists what would be sent.",
             highlight=False,
         )
+    if env.api_key or env.webhook_secret:
+        from otel_aibill.stripe.store import ExportStore, sqlite_path
+        from otel_aibill.stripe.transport import make_client
+
+        try:
+            sqlite_path(cfg.db)  # refuse now rather than run without export
+        except ValueError as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from exc
+        client = make_client(env, sc)
+        if env.webhook_secret:
+            from otel_aibill.stripe.webhook import webhook_route
+
+            store = ExportStore(cfg.db)
+            routes.append(webhook_route(store, env.webhook_secret, client))
+        if client is not None:
+            thread = threading.Thread(
+                target=_export_loop, args=(cfg, sc, client, stop), name="otel-aibill-stripe", daemon=True
+            )
+            thread.start()
+            console.print(
+                f"Stripe export: {sc.mode} mode, {sc.api} API, every {sc.poll_interval:g}s"
+                + ("; webhook at /stripe/webhook on the ui port" if env.webhook_secret else ""),
+                highlight=False,
+            )
     try:
         yield routes
     finally:
         stop.set()
         if thread is not None:
             thread.join(timeout=60)
+        if store is not None:
+            store.close()
 
 
 def _export_loop(cfg: Config, sc: Any, client: Any, stop: threading.Event) -> None:
