@@ -84,7 +84,7 @@ def serve(
     except (ValidationError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] invalid receiver settings: {exc}")
         raise typer.Exit(2) from exc
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one log line per message, whatever the width
 
     def ready(ports: dict[str, int]) -> None:
         scheme = "https" if settings.tls_cert else "http"
