@@ -87,16 +87,15 @@ def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
 class Serve:
     """``otel-aibill serve`` in a subprocess, talking to the fake Stripe."""
 
-    def __init__(self, tmp: Path, db: str, config: Path, fake: FakeStripe, name: str) -> None:
+    def __init__(self, tmp: Path, db: str, config: Path, fake: FakeStripe | None, name: str) -> None:
         self.grpc_port, self.http_port, self.ui_port = _free_port(), _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "STRIPE_API_KEY": API_KEY,
-            "OTEL_AIBILL_STRIPE_API_BASE": fake.api_base,
-            "OTEL_AIBILL_STRIPE_METER_EVENTS_BASE": fake.meter_events_base,
-            "STRIPE_WEBHOOK_SECRET": SECRET,
-        }
-        env.pop("OTEL_AIBILL_DB", None)
+        env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET}
+        for name_ in ("OTEL_AIBILL_DB", "STRIPE_API_KEY"):
+            env.pop(name_, None)
+        if fake is not None:
+            env["STRIPE_API_KEY"] = API_KEY
+            env["OTEL_AIBILL_STRIPE_API_BASE"] = fake.api_base
+            env["OTEL_AIBILL_STRIPE_METER_EVENTS_BASE"] = fake.meter_events_base
         self.log = tmp / f"{name}.log"
         cmd = [sys.executable, "-m", "otel_aibill.cli", "--db", db, "--config", str(config), "serve"]
         cmd += ["--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port)]
@@ -417,3 +416,41 @@ def test_serve_refuses_what_it_cannot_export(tmp_path: Path, toml: str, db: str,
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_without_a_key_is_a_dry_run_and_still_takes_webhooks(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    config = tmp_path / "aibill.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    serve = Serve(tmp_path, db, config, None, "dry")
+    try:
+        children, roots = traces(["acme"], per_customer=1, seed=3)
+        serve.send(children + roots, grpc=True)
+        _wait("the spans", lambda: len(ledger_rows(db)) == CHILDREN)
+        body = json.dumps(
+            {
+                "id": "evt_1",
+                "object": "v2.core.event",
+                "type": "v1.billing.meter.no_meter_found",
+                "created": "2026-01-01T00:00:00.000Z",
+            }
+        )
+        bad = httpx.post(serve.webhook_url, content=body, headers={"Stripe-Signature": sign(body, "whsec_x")})
+        assert bad.status_code == 400
+        good = httpx.post(serve.webhook_url, content=body, headers={"Stripe-Signature": sign(body, SECRET)})
+        assert good.status_code == 200 and good.json() == {"received": True}
+    finally:
+        assert serve.stop() == 0, serve.log.read_text()
+    store = ExportStore(db)
+    try:
+        # Recorded, though without a key the details cannot be fetched from Stripe.
+        assert [(e.event_id, e.code) for e in store.webhook_errors()] == [("evt_1", "unknown")]
+        assert store.events() == []  # nothing was planned or sent
+    finally:
+        store.close()
+    assert "dry run (no STRIPE_API_KEY)" in serve.log.read_text()
+    ledger = open_ledger(db)
+    try:
+        assert len(ledger.exportable()) == CHILDREN  # still pending export, nothing lost
+    finally:
+        ledger.close()
