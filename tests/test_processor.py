@@ -245,3 +245,27 @@ def test_shutdown_drains_everything(db: str) -> None:
     rows = all_rows(db)
     assert len(rows) == 2000
     assert sum((r.priced.cost for r in rows), Decimal(0)) == expected_cost() * 2000
+
+
+def test_config_given_as_a_toml_file(tmp_path: Path, db: str) -> None:
+    toml = tmp_path / "aibill.toml"
+    toml.write_text(
+        '[[pricing.markup]]\nid = "std"\npercent = "50"\nfixed_fee = "0.001"\n', encoding="utf-8"
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(BillingSpanProcessor(db=db, config=str(toml)))
+    with provider.get_tracer("app").start_as_current_span("chat", attributes={**CHAT, "user.id": "u1"}):
+        pass
+    provider.shutdown()
+    [row] = all_rows(db)
+    assert row.priced.usage.customer == "u1"
+    assert row.priced.billed == row.priced.cost * Decimal("1.5") + Decimal("0.001")
+
+
+def test_float_money_in_config_is_refused(tmp_path: Path, db: str) -> None:
+    from otel_aibill.config import ConfigError
+
+    toml = tmp_path / "aibill.toml"
+    toml.write_text('[[pricing.markup]]\nid = "std"\npercent = 12.5\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a float"):
+        BillingSpanProcessor(db=db, config=toml)

@@ -8,6 +8,7 @@ Nothing here raises into the host: failures are counted and logged.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -48,6 +49,13 @@ _MARKERS = frozenset(
         "embedding.model_name",
     }
 )
+
+
+def _config(config: Config | str | os.PathLike[str] | None, db: str | None) -> Config:
+    """A ``Config``, a TOML file's path, or None (``OTEL_AIBILL_CONFIG`` / defaults); ``db`` wins."""
+    if isinstance(config, Config):
+        return config.model_copy(update={"db": db}) if db else config
+    return load_config(config, db=db)
 
 
 def _hex(value: int, width: int) -> str:
@@ -106,12 +114,12 @@ class BillingSpanProcessor(SpanProcessor):
     def __init__(
         self,
         db: str | None = None,
-        config: Config | None = None,
+        config: Config | str | os.PathLike[str] | None = None,
         *,
         ledger: Ledger | None = None,
         pipeline: Pipeline | None = None,
     ) -> None:
-        self.config = config or load_config(db=db)
+        self.config = _config(config, db)
         if pipeline is None:
             self._owns_ledger = ledger is None
             ledger = ledger or open_ledger(db or self.config.db)
@@ -245,8 +253,10 @@ class BillingSpanExporter(SpanExporter):
     baggage-copying processor on the global provider, which the SDK has already installed.
     """
 
-    def __init__(self, db: str | None = None, config: Config | None = None, **_: Any) -> None:
-        self.config = config or load_config(db=db)
+    def __init__(
+        self, db: str | None = None, config: Config | str | os.PathLike[str] | None = None, **_: Any
+    ) -> None:
+        self.config = _config(config, db)
         self._ledger = open_ledger(db or self.config.db)
         self.pipeline = Pipeline(self._ledger, self.config)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
