@@ -295,10 +295,6 @@ def test_missing_config_file(tmp_path: Path, env: None) -> None:
     assert res.exit_code == 2 and "cannot read config" in res.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli_stripe._fail prints the message as rich markup, so '[stripe]' is swallowed as a tag",
-)
 def test_bad_stripe_section_is_a_clear_error(tmp_path: Path, env: None) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[stripe]\npoll_interval = "soon"\n', encoding="utf-8")

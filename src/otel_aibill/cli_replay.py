@@ -7,6 +7,7 @@ from typing import Annotated, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from otel_aibill.cli_serve import command_config
@@ -35,7 +36,7 @@ def replay(
         raise typer.Exit(2)
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        err.print(f"[red]error:[/red] no such file: {', '.join(missing)}")
+        err.print(f"[red]error:[/red] no such file: {escape(', '.join(missing))}")
         raise typer.Exit(2)
     cfg = command_config(ctx, db, config)
     ledger = open_ledger(cfg.db)
@@ -74,7 +75,7 @@ def replay(
                     stats = read_file(path, cast(FileFormat, fmt), on_decoded, advance)
                 except (ReplayError, OSError) as exc:
                     failed += 1
-                    err.print(f"[red]error:[/red] {path}: {exc}")
+                    err.print(f"[red]error:[/red] {escape(f'{path}: {exc}')}")
                     continue
                 flush()
                 progress.update(task, completed=path.stat().st_size)

@@ -24,7 +24,7 @@ def command_config(ctx: typer.Context | None, db: str | None, config: str | None
         if config is not None or base is None:
             return load_config(config, db=db or (base.db if base is not None and config is None else None))
     except ConfigError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     return base.model_copy(update={"db": db}) if db else base
 
@@ -82,7 +82,7 @@ def serve(
             max_pending_spans=max_pending_spans,
         )
     except (ValidationError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] invalid receiver settings: {exc}")
+        Console(stderr=True).print(f"[red]error:[/red] invalid receiver settings: {escape(str(exc))}")
         raise typer.Exit(2) from exc
     console = Console(stderr=True, soft_wrap=True)  # one log line per message, whatever the width
 

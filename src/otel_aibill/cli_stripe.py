@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from otel_aibill.config import Config
@@ -20,7 +21,7 @@ console = Console()
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -123,7 +124,7 @@ def export(
     for reason, n in sorted(report.dead_lettered.items()):
         console.print(f"[yellow]held[/yellow] {n} rows: {reason}")
     for err in report.errors:
-        console.print(f"[red]{err}[/red]")
+        console.print(f"[red]{escape(str(err))}[/red]")
 
 
 @stripe_app.command()
@@ -154,7 +155,9 @@ def reconcile(
     for dl_reason, count in _dead_counts(store).items():
         console.print(f"[yellow]dead letters[/yellow] {count} rows: {dl_reason}")
     for err in store.webhook_errors():
-        console.print(f"[red]stripe reported[/red] {err.type} {err.code} {err.identifier}: {err.message}")
+        console.print(
+            f"[red]stripe reported[/red] {escape(f'{err.type} {err.code} {err.identifier}: {err.message}')}"
+        )
     if any(not ln.ok for ln in lines):
         raise typer.Exit(1)
 

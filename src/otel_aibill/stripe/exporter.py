@@ -186,9 +186,13 @@ class StripeExporter:
                 self.ledger.assign_export_batch([r.seq for r in rows], batch_id)
             if dead:
                 self.ledger.assign_export_batch([d.row.seq for d in dead], DEAD_LETTER_BATCH)
+                held: dict[str, int] = {}
                 for d in dead:
                     report.dead_lettered[d.reason] = report.dead_lettered.get(d.reason, 0) + 1
-                    log.warning("stripe export: row %s held (%s): %s", d.row.seq, d.reason, d.detail)
+                    held[d.reason] = held.get(d.reason, 0) + 1
+                    log.debug("stripe export: row %s held (%s): %s", d.row.seq, d.reason, d.detail)
+                for reason, n in sorted(held.items()):  # one line per reason, not one per row
+                    log.warning("stripe export: %d rows held (%s)", n, reason)
             staged += len(rows)
         if staged == 0:
             self.store.drop_batch(batch_id)

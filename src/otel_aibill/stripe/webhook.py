@@ -28,6 +28,8 @@ log = logging.getLogger("otel_aibill.stripe")
 HANDLED = ("v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found")
 CUSTOMER_CODES = ("meter_event_customer_not_found",)
 SINCE_MARGIN = 300
+TOLERANCE = 300
+"""Seconds a signed delivery stays acceptable: a captured one cannot be replayed later."""
 
 
 def _ts(text: str | None, default: int) -> int:
@@ -92,7 +94,7 @@ def webhook_route(
         raw = (await request.body()).decode("utf-8")
         header = request.headers.get("stripe-signature")
         try:
-            stripe.WebhookSignature.verify_header(raw, header, secret)
+            stripe.WebhookSignature.verify_header(raw, header, secret, tolerance=TOLERANCE)
         except stripe.SignatureVerificationError:
             return JSONResponse({"error": "invalid signature"}, status_code=400)
         try:
