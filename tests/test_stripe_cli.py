@@ -68,3 +68,43 @@ def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         )
         bad = runner.invoke(app, [*base, "reconcile", *span])
         assert bad.exit_code == 1 and "MISMATCH" in bad.output
+
+
+def test_held_lists_reasons_and_releases_a_rejected_customer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_aibill.stripe.store import ExportStore
+
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[customers]\nacme = "cus_acme"\nglobex = "cus_gone"\n', encoding="utf-8")
+    hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600
+    ledger = open_test_ledger(db)
+    rows = [priced(1, "acme", hour, "0.5"), priced(2, "hooli", hour, "0.25"), priced(3, "globex", hour, "1")]
+    ledger.append(AppendBatch(rows=rows))
+    ledger.close()
+    store = ExportStore(db)
+    store.reject_customer("cus_gone", "meter_event_customer_not_found", "no such customer", 0, hour)
+    runner, app = CliRunner(), _app()
+    base = ["--db", db, "--config", str(cfg), "stripe"]
+    with FakeStripe() as fake:
+        fake.add_customer("cus_acme")
+        monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_API_BASE", fake.api_base)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_METER_EVENTS_BASE", fake.meter_events_base)
+        assert runner.invoke(app, [*base, "setup"]).exit_code == 0
+        assert runner.invoke(app, [*base, "export", "--once"]).exit_code == 0
+        assert fake.totals("aibill_cost") == {"cus_acme": 500000}
+
+        listed = runner.invoke(app, [*base, "held"])
+        assert listed.exit_code == 0, listed.output
+        assert "no_stripe_mapping" in listed.output and "rejected_customer" in listed.output
+
+        fake.add_customer("cus_gone")  # fixed in Stripe
+        released = runner.invoke(app, [*base, "held", "--release-rejected", "cus_gone"])
+        assert "released 1" in released.output, released.output
+        assert runner.invoke(app, [*base, "export", "--once"]).exit_code == 0
+        assert fake.totals("aibill_cost") == {"cus_acme": 500000, "cus_gone": 1000000}
+        still = runner.invoke(app, [*base, "held"]).output
+        assert "no_stripe_mapping" in still and "rejected_customer" not in still
+    store.close()

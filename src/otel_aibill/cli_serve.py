@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -68,6 +69,7 @@ def serve(
     from otel_aibill.receiver.server import run
     from otel_aibill.receiver.settings import receiver_settings
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = command_config(ctx, db, config)
     try:
         settings = receiver_settings(

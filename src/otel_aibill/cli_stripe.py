@@ -167,3 +167,28 @@ def _dead_counts(store: Any) -> dict[str, int]:
     for dl in store.dead_letters():
         counts[dl.reason] = counts.get(dl.reason, 0) + 1
     return counts
+
+
+@stripe_app.command("held")
+def held(
+    ctx: typer.Context,
+    release_rejected: Annotated[
+        str | None,
+        typer.Option(
+            help="Forget Stripe's rejection of this customer (cus_..., or 'all') once it is fixed in Stripe; "
+            "a running 'serve' sends its held usage on its next pass.",
+        ),
+    ] = None,
+) -> None:
+    """Usage held back from Stripe (no mapping, rejected customer, too old, ...), by reason."""
+    ledger, store = _open(ctx)
+    try:
+        if release_rejected:
+            n = store.clear_rejections(None if release_rejected == "all" else release_rejected)
+            console.print(f"released {n} rejected customer(s)")
+        table = Table("reason", "rows")
+        for reason, n in sorted(_dead_counts(store).items()):
+            table.add_row(reason, f"{n:,}")
+        console.print(table)
+    finally:
+        ledger.close()
