@@ -6,15 +6,20 @@ pending steps of its own dialect in one transaction when a ledger is opened.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True, frozen=True)
 class Migration:
+    """One schema step; ``backfill`` (given the connection) runs after its statements, in the
+    same transaction, for data that SQL alone cannot derive."""
+
     version: int
     name: str
     statements: tuple[str, ...]
+    backfill: Callable[[Any], object] | None = None
 
 
 class SchemaTooNewError(RuntimeError):

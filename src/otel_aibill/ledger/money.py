@@ -32,6 +32,20 @@ def split(amount: Decimal) -> tuple[int, int] | tuple[None, None]:
     return hi, lo
 
 
+def split_text(text: str) -> tuple[int, int] | tuple[None, None]:
+    """``split`` of the amount whose storage text (``str(Decimal)``) is ``text``, by string work.
+
+    The append path runs this for two amounts a row, so it avoids Decimal arithmetic: plain
+    ``[-]whole.fraction`` texts are cut and joined; exponent notation takes the Decimal way.
+    """
+    whole, _, fraction = text.partition(".")
+    digits = len(whole) - (whole[0] == "-")
+    if len(fraction) > SCALE or digits > _LIMIT_DIGITS or "E" in text:
+        return split(Decimal(text))
+    hi, lo = divmod(int(whole + fraction.ljust(SCALE, "0")), _LO_UNITS)
+    return hi, lo
+
+
 def join(hi_sum: int, lo_sum: int) -> Decimal:
     """The exact amount that the summed parts represent."""
     return EXACT.add(EXACT.scaleb(Decimal(hi_sum), -6), EXACT.scaleb(Decimal(lo_sum), -SCALE))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from otel_aibill.ledger import money
@@ -74,87 +75,96 @@ def _fail(usage: UsageRecord, message: str) -> InvalidRowError:
 
 
 _STATUS = {PriceStatus.PRICED: "priced", PriceStatus.UNPRICED: "unpriced"}
-_INT = frozenset({int})
-_STR = frozenset({str})
+_DECIMAL = frozenset({Decimal})
+_NONE = frozenset({type(None)})
+_USAGE_FIELDS = attrgetter(*INSERT_COLUMNS[: INSERT_COLUMNS.index("status")])
+_PRICED_FIELDS = attrgetter(
+    "status", "cost", "billed", "currency", "price_version", "price_key", "markup_rule", "unpriced_reason"
+)
+_TEXTS_AND_INTS = itemgetter(0, 1, 5, 6, 7, 3, 4, *range(8, 8 + len(TOKEN_FIELDS)))
+_TYPES = (str,) * 5 + (int,) * (2 + len(TOKEN_FIELDS))
+_CUSTOMER = INSERT_COLUMNS.index("customer")
+_RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 
 
-def to_params(priced: PricedUsage, ingested_at_ns: int) -> list[Any]:
+def to_params(priced: PricedUsage, ingested_at_ns: int) -> tuple[Any, ...]:
     """The INSERT parameters (in ``INSERT_COLUMNS`` order) for one row; ``duplicate_of`` is None.
 
-    Written for speed (it runs for every row on the append path): checks are done on whole
-    tuples, and the detailed message is only worked out once something is wrong.
+    This runs for every appended row, so it is one C-level attribute fetch and a few whole-tuple
+    structural checks (types, emptiness, range); the detailed message is only worked out once
+    something is wrong. Producers already validate fields, these checks keep junk (floats, NaN,
+    strings for numbers) from being stored if one does not.
     """
-    u = priced.usage
-    texts = (u.trace_id, u.span_id, u.provider, u.model, u.operation)
-    ints = (
-        u.start_time_ns,
-        u.end_time_ns,
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_read_tokens,
-        u.cache_write_tokens,
-        u.cache_write_5m_tokens,
-        u.cache_write_1h_tokens,
-        u.reasoning_tokens,
-        u.input_audio_tokens,
-        u.output_audio_tokens,
+    fields = _USAGE_FIELDS(priced.usage)
+    checked = _TEXTS_AND_INTS(fields)
+    if tuple(map(type, checked)) != _TYPES or "" in checked or fields[_CUSTOMER] == "":
+        raise _fail(priced.usage, _first_bad_text(priced.usage) or _first_bad_int(priced.usage))
+    ints = checked[5:]
+    if min(ints) < 0 or max(ints) > INT64_MAX:
+        raise _fail(priced.usage, _first_bad_int(priced.usage))
+    status, cost, billed, *rest = _PRICED_FIELDS(priced)
+    kinds = {type(cost), type(billed)}
+    cost_text: str | None
+    billed_text: str | None
+    if cost is not None and billed is not None and kinds == _DECIMAL and status is PriceStatus.PRICED:
+        cost_text = str(cost)
+        billed_text = str(billed)
+        if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
+            raise _fail(priced.usage, _bad_amounts(priced))
+        amounts = (*money.split_text(cost_text), *money.split_text(billed_text))
+        status_text = "priced"
+    elif kinds <= _NONE_OR_DECIMAL:
+        status_text, cost_text, billed_text, amounts = _amounts_slow(priced, status)
+    else:
+        raise _fail(priced.usage, _bad_amounts(priced))
+    bucket = None if fields[_RESPONSE_ID] is None else fields[3] // RESPONSE_BUCKET_NS
+    return (
+        *fields,
+        status_text,
+        cost_text,
+        billed_text,
+        *rest,
+        *amounts,
+        ingested_at_ns,
+        bucket,
+        None,
     )
-    if set(map(type, texts)) != _STR or "" in texts:
-        raise _fail(u, _first_bad_text(u))
-    if set(map(type, ints)) != _INT or min(ints) < 0 or max(ints) > INT64_MAX:
-        raise _fail(u, _first_bad_int(u))
-    status = _STATUS.get(priced.status)
-    if status is None:
-        raise _fail(u, f"status must be a PriceStatus, got {priced.status!r}")
+
+
+_NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
+_NONE_OR_DECIMAL = _NONE | _DECIMAL
+
+
+def _amounts_slow(priced: PricedUsage, status: Any) -> tuple[str, str | None, str | None, tuple[Any, ...]]:
+    """Status and amounts of a row that is not the common case (priced, with cost and billed)."""
+    u = priced.usage
+    text = _STATUS.get(status) if isinstance(status, PriceStatus) else None
+    if text is None:
+        raise _fail(u, f"status must be a PriceStatus, got {status!r}")
     try:
         cost = money.to_text(priced.cost, "cost")
         billed = money.to_text(priced.billed, "billed")
     except (TypeError, ValueError) as exc:
         raise _fail(u, str(exc)) from exc
     if cost is None:
-        if status == "priced":
+        if text == "priced":
             raise _fail(u, "a priced row needs a cost")
         if billed is not None:
             raise _fail(u, "an unpriced row has no billed amount")
-        cost_hi = cost_lo = None
-    else:
-        if status == "unpriced":
-            raise _fail(u, "an unpriced row has no cost")
-        cost_hi, cost_lo = money.split(priced.cost)  # type: ignore[arg-type]
-    billed_hi, billed_lo = (None, None) if billed is None else money.split(priced.billed)  # type: ignore[arg-type]
-    return [
-        u.trace_id,
-        u.span_id,
-        u.parent_span_id,
-        *ints[:2],
-        u.provider,
-        u.model,
-        u.operation,
-        *ints[2:],
-        u.request_model,
-        u.response_model,
-        u.service_tier,
-        u.response_id,
-        u.server_address,
-        u.scope_name,
-        u.convention,
-        u.customer,
-        status,
-        cost,
-        billed,
-        priced.currency,
-        priced.price_version,
-        priced.price_key,
-        priced.markup_rule,
-        priced.unpriced_reason,
-        cost_hi,
-        cost_lo,
-        billed_hi,
-        billed_lo,
-        ingested_at_ns,
-        None if u.response_id is None else u.start_time_ns // RESPONSE_BUCKET_NS,
-        None,
-    ]
+        return text, None, None, (None, None, None, None)
+    if text == "unpriced":
+        raise _fail(u, "an unpriced row has no cost")
+    billed_parts = (None, None) if billed is None else money.split_text(billed)
+    return text, cost, billed, (*money.split_text(cost), *billed_parts)
+
+
+def _bad_amounts(priced: PricedUsage) -> str:
+    for what, amount in (("cost", priced.cost), ("billed", priced.billed)):
+        try:
+            money.to_text(amount, what)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+    raise AssertionError("no bad amount")
 
 
 def _first_bad_text(u: UsageRecord) -> str:
@@ -162,7 +172,9 @@ def _first_bad_text(u: UsageRecord) -> str:
         value = getattr(u, name)
         if type(value) is not str or not value:
             return f"{name} must be a non-empty string, got {value!r}"
-    raise AssertionError("no bad text field")
+    if u.customer == "":
+        return "customer must be None or a non-empty string, got ''"
+    return ""
 
 
 def _first_bad_int(u: UsageRecord) -> str:

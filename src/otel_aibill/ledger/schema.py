@@ -17,11 +17,15 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 * Other indexes are partial (pending rows, exportable rows) or on the update path only; there is
   deliberately no index on ``trace_id`` alone nor on ``customer``: both are random or scattered
   keys that cost a large share of the append rate. Summaries filter by span start time.
+* ``seq`` is a plain INTEGER PRIMARY KEY since version 4 (AUTOINCREMENT cost ~7% of the append
+  rate); with no deletes, the next rowid is max(seq) + 1, so it still only grows.
+* ``usage_daily`` is a per-day rollup for summaries (``rollup.py``).
 * Amounts are TEXT (exact); ``*_hi``/``*_lo`` are exact integer parts for fast sums (``money.py``).
 """
 
 from __future__ import annotations
 
+from otel_aibill.ledger import rollup
 from otel_aibill.ledger.migrations import Migration
 
 RESPONSE_BUCKET_NS = 3_600 * 1_000_000_000
@@ -73,21 +77,37 @@ CREATE TABLE usage (
 )
 """
 
+_V1_INDEXES = (
+    "CREATE UNIQUE INDEX usage_span ON usage (start_time_ns, trace_id, span_id)",
+    "CREATE INDEX usage_response ON usage (resp_bucket, response_id) WHERE response_id IS NOT NULL",
+    "CREATE INDEX usage_pending_trace ON usage (trace_id) WHERE customer IS NULL AND duplicate_of IS NULL",
+    "CREATE INDEX usage_pending_start ON usage (start_time_ns)"
+    " WHERE customer IS NULL AND duplicate_of IS NULL",
+    "CREATE INDEX usage_exportable ON usage (seq)"
+    " WHERE export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
+    " AND status = 'priced' AND duplicate_of IS NULL",
+)
+_V3_INDEXES = ("CREATE INDEX usage_export_batch ON usage (export_batch) WHERE export_batch IS NOT NULL",)
+
+# Without AUTOINCREMENT (which reads and writes sqlite_sequence for every inserted row), a new
+# rowid is max(seq) + 1; rows are never deleted, so seq still only grows.
+_V4_REBUILD = (
+    _V1_USAGE.replace("CREATE TABLE usage", "CREATE TABLE usage_v4").replace(" AUTOINCREMENT", ""),
+    "INSERT INTO usage_v4 SELECT * FROM usage ORDER BY seq",
+    "DROP TABLE usage",
+    "ALTER TABLE usage_v4 RENAME TO usage",
+    *_V1_INDEXES,
+    *_V3_INDEXES,
+    "DELETE FROM sqlite_sequence WHERE name = 'usage'",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "usage, trace customers, not-billable counts",
         (
             _V1_USAGE,
-            "CREATE UNIQUE INDEX usage_span ON usage (start_time_ns, trace_id, span_id)",
-            "CREATE INDEX usage_response ON usage (resp_bucket, response_id) WHERE response_id IS NOT NULL",
-            "CREATE INDEX usage_pending_trace ON usage (trace_id)"
-            " WHERE customer IS NULL AND duplicate_of IS NULL",
-            "CREATE INDEX usage_pending_start ON usage (start_time_ns)"
-            " WHERE customer IS NULL AND duplicate_of IS NULL",
-            "CREATE INDEX usage_exportable ON usage (seq)"
-            " WHERE export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
-            " AND status = 'priced' AND duplicate_of IS NULL",
+            *_V1_INDEXES,
             "CREATE TABLE trace_customers ("
             " trace_id TEXT PRIMARY KEY, customer TEXT NOT NULL, first_seen_ns INTEGER NOT NULL"
             ") WITHOUT ROWID",
@@ -106,9 +126,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             ") WITHOUT ROWID",
         ),
     ),
+    Migration(3, "export batch lookup for audit", _V3_INDEXES),
     Migration(
-        3,
-        "export batch lookup for audit",
-        ("CREATE INDEX usage_export_batch ON usage (export_batch) WHERE export_batch IS NOT NULL",),
+        4,
+        "per-day rollup for summaries; seq without AUTOINCREMENT",
+        (*_V4_REBUILD, *rollup.STATEMENTS),
+        backfill=rollup.fold,
     ),
 )

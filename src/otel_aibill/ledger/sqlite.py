@@ -7,6 +7,8 @@ never block the writer nor see a half-written batch. Schema and key design: ``sc
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 import threading
 import time
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from otel_aibill.ledger import money
+from otel_aibill.ledger import money, rollup
 from otel_aibill.ledger.base import (
     AppendBatch,
     AppendResult,
@@ -37,10 +39,11 @@ from otel_aibill.ledger.rows import (
     to_params,
 )
 from otel_aibill.ledger.schema import MIGRATIONS
-from otel_aibill.ledger.summary import PENDING_CUSTOMER, SummaryBuilder, group_expressions
+from otel_aibill.ledger.summary import DAY_NS, PENDING_CUSTOMER, Part, SummaryBuilder, group_expressions, plan
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
 from otel_aibill.usage import NotBillableReason
 
+_log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
 _INSERT = (
     f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
@@ -52,10 +55,15 @@ _EXPORTABLE = (
     "export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
     " AND status = 'priced' AND duplicate_of IS NULL"
 )
+_ATTRIBUTABLE = (
+    "trace_id = ? AND span_id = ? AND customer IS NULL AND duplicate_of IS NULL"
+    " AND (status = 'priced' OR ? IS NULL)"
+)
 _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 _PROVIDER = INSERT_COLUMNS.index("provider")
 _RESP_BUCKET = INSERT_COLUMNS.index("resp_bucket")
 _START = INSERT_COLUMNS.index("start_time_ns")
+_PAGE_SIZE = 16_384  # new databases only; fewer page writes a commit than 4096 (measured ~+8%)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -69,6 +77,7 @@ def _marks(n: int) -> str:
 
 def migrate(conn: sqlite3.Connection, *, target: int | None = None, where: str = "the database") -> int:
     """Bring the schema to ``target`` (default: latest) in one transaction; returns the version."""
+    rollup.register_functions(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
@@ -82,6 +91,8 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None, where: str =
         for step in steps:
             for statement in step.statements:
                 conn.execute(statement)
+            if step.backfill is not None:
+                step.backfill(conn)
             conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at_ns) VALUES (?, ?, ?)",
                 (step.version, step.name, time.time_ns()),
@@ -127,6 +138,8 @@ class SqliteLedger:
             conn.execute("PRAGMA query_only = ON")
             conn.execute(f"PRAGMA cache_size = -{max(opts.cache_size_kib // 4, 2048)}")
             return conn
+        conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # no-op unless the database is still empty
+        rollup.register_functions(conn)
         if not opts.in_memory:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -199,17 +212,10 @@ class SqliteLedger:
         and ``duplicate_response``), so callers should not count them again.
         """
         now = time.time_ns()
-        params: list[list[Any]] = []
-        seen: set[tuple[int, str, str]] = set()
-        repeated = 0
-        for priced in batch.rows:
-            u = priced.usage
-            key = (u.start_time_ns, u.trace_id, u.span_id)
-            if key in seen:
-                repeated += 1
-                continue
-            seen.add(key)
-            params.append(to_params(priced, now))
+        params = [to_params(priced, now) for priced in batch.rows]
+        repeated = len(params) - len({(p[_START], p[0], p[1]) for p in params})
+        if repeated:
+            params = _first_of_each_span(params)
         customers = _checked_trace_customers(batch.trace_customers)
         not_billable = _checked_counts(batch.not_billable)
         if not params and not customers and not not_billable:
@@ -227,12 +233,15 @@ class SqliteLedger:
             ):
                 if n:
                     counts[reason] = counts.get(reason, 0) + n
-            day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
-            conn.executemany(
-                "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
-                " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
-                [(reason, day, n) for reason, n in counts.items() if n],
-            )
+            if counts:
+                day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
+                conn.executemany(
+                    "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
+                    " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
+                    [(reason, day, n) for reason, n in counts.items() if n],
+                )
+            if changed:
+                _fold_quietly(conn)
         return AppendResult(
             inserted=changed - duplicate_responses,
             duplicate_spans=duplicate_spans,
@@ -241,8 +250,8 @@ class SqliteLedger:
         )
 
     @staticmethod
-    def _mark_sibling_duplicates(conn: sqlite3.Connection, params: list[list[Any]]) -> tuple[int, int]:
-        """Set ``duplicate_of`` on rows whose response was already billed.
+    def _mark_sibling_duplicates(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Set ``duplicate_of`` on rows whose response was already billed (replacing their tuples).
 
         Returns (rows marked, marked rows already stored): a stored duplicate being redelivered
         is a duplicate span, not a new duplicate response.
@@ -275,7 +284,7 @@ class SqliteLedger:
         already = 0
         for index, original in duplicates.items():
             p = params[index]
-            p[DUPLICATE_OF] = original
+            params[index] = (*p[:DUPLICATE_OF], original, *p[DUPLICATE_OF + 1 :])
             already += (p[_START], p[0], p[1]) in stored_spans
         return len(duplicates), already
 
@@ -312,17 +321,34 @@ class SqliteLedger:
                     f"attribution of {a.trace_id}/{a.span_id} needs a customer, got {a.customer!r}"
                 )
             billed = money.to_text(a.billed, "billed")
-            hi, lo = (None, None) if a.billed is None else money.split(a.billed)
+            hi, lo = (None, None) if billed is None else money.split_text(billed)
             params.append((a.customer, billed, hi, lo, a.markup_rule, a.trace_id, a.span_id, billed))
         if not params:
             return 0
         with self._write() as conn:
-            return conn.executemany(
-                "UPDATE usage SET customer = ?, billed = ?, billed_hi = ?, billed_lo = ?, markup_rule = ?"
-                " WHERE trace_id = ? AND span_id = ? AND customer IS NULL AND duplicate_of IS NULL"
-                " AND (status = 'priced' OR ? IS NULL)",
+            folded = rollup.folded_seq(conn)
+            moved: list[int] = []
+            if folded:  # rows already in the rollup move from the pending group to the customer's
+                for p in params:
+                    moved += (
+                        seq
+                        for (seq,) in conn.execute(
+                            f"SELECT seq FROM usage INDEXED BY usage_pending_trace WHERE {_ATTRIBUTABLE}"
+                            " AND seq <= ?",
+                            (*p[5:], folded),
+                        )
+                    )
+            seqs = json.dumps(moved)
+            if moved:
+                rollup.unfold_rows(conn, seqs)
+            changed: int = conn.executemany(
+                f"UPDATE usage SET customer = ?, billed = ?, billed_hi = ?, billed_lo = ?, markup_rule = ?"
+                f" WHERE {_ATTRIBUTABLE}",
                 params,
             ).rowcount
+            if moved:
+                rollup.refold_rows(conn, seqs)
+            return changed
 
     def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None:
         if not customer_id:
@@ -413,9 +439,71 @@ class SqliteLedger:
         return [from_row(r) for r in rows]
 
     def usage_summary(self, query: UsageQuery) -> list[UsageSummary]:
-        """Exact sums per group: integers in SQL where amounts fit (``money.py``), the rest in Python."""
+        """Exact sums per group: whole days from the rollup, the rest from the rows (``rollup.py``)."""
+        group_expressions(query.by)  # refuse unknown fields before touching the database
+        since = None if query.since is None else datetime_to_ns(query.since)
+        until = None if query.until is None else datetime_to_ns(query.until)
+        builder = SummaryBuilder(by=tuple(query.by))
+        with self._read() as conn:
+            folded = rollup.folded_seq(conn)
+            for part in plan(since, until):
+                if part.days:
+                    self._summarize_rollup(conn, builder, query, part)
+                    low = None if part.low is None else part.low * DAY_NS
+                    high = None if part.high is None else part.high * DAY_NS
+                    self._summarize_rows(conn, builder, query, low, high, after_seq=folded)
+                else:
+                    self._summarize_rows(conn, builder, query, part.low, part.high, after_seq=None)
+        return builder.build()
+
+    @staticmethod
+    def _summarize_rollup(
+        conn: sqlite3.Connection, builder: SummaryBuilder, query: UsageQuery, part: Part
+    ) -> None:
+        keys = ", ".join([*group_expressions(query.by, rollup=True), "currency"])
+        where, args = "spans != 0", list[Any]()
+        if query.customer is not None:
+            where += " AND customer = ?"
+            args.append(rollup.PENDING_KEY if query.customer == PENDING_CUSTOMER else query.customer)
+        if part.low is not None:
+            where += " AND day >= ?"
+            args.append(part.low)
+        if part.high is not None:
+            where += " AND day < ?"
+            args.append(part.high)
+        sums = ", ".join(f"sum({c})" for c in rollup.COUNTS)
+        rows = conn.execute(
+            f"SELECT {keys}, {sums}, group_concat(cost, ' '), group_concat(billed, ' ')"
+            f" FROM usage_daily WHERE {where} GROUP BY {keys}",
+            args,
+        )
+        for row in rows:
+            builder.add_rollup(row)
+
+    @staticmethod
+    def _summarize_rows(
+        conn: sqlite3.Connection,
+        builder: SummaryBuilder,
+        query: UsageQuery,
+        since: int | None,
+        until: int | None,
+        *,
+        after_seq: int | None,
+    ) -> None:
+        """Aggregate ``usage`` rows in ``[since, until)`` (only those above ``after_seq`` if set)."""
         groups = group_expressions(query.by)
-        where, args = _filters(customer=query.customer, since=query.since, until=query.until)
+        where, args = _filters(customer=query.customer, since=None, until=None)
+        table = "usage"
+        if after_seq is not None:
+            table = "usage NOT INDEXED"  # the tail is a rowid range; never scan the time index
+            where += " AND seq > ?"
+            args.append(after_seq)
+        if since is not None:
+            where += " AND start_time_ns >= ?"
+            args.append(since)
+        if until is not None:
+            where += " AND start_time_ns < ?"
+            args.append(until)
         keys = ", ".join([*groups, "currency"])
         counts = (
             "count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
@@ -432,33 +520,28 @@ class SqliteLedger:
             "status = 'priced'"
             " AND ((cost IS NOT NULL AND cost_hi IS NULL) OR (billed IS NOT NULL AND billed_hi IS NULL))"
         )
-        with self._read() as conn:
-            builder = SummaryBuilder(by=tuple(query.by))
-            money_in_sql = True
-            try:
-                aggregate = conn.execute(
-                    f"SELECT {keys}, {counts}, {parts} FROM usage WHERE {where} GROUP BY {keys}", args
-                ).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "overflow" not in str(exc):
-                    raise
-                money_in_sql = False
-                aggregate = conn.execute(
-                    f"SELECT {keys}, {counts} FROM usage WHERE {where} GROUP BY {keys}", args
-                ).fetchall()
-            for row in aggregate:
-                builder.add_aggregate(row, money_in_sql=money_in_sql)
-            if money_in_sql:
-                amounts = (
-                    "CASE WHEN cost_hi IS NULL THEN cost END, CASE WHEN billed_hi IS NULL THEN billed END"
-                )
-                extra_where = inexact
-            else:
-                amounts, extra_where = "cost, billed", "status = 'priced'"
-            builder.add_amounts(
-                conn.execute(f"SELECT {keys}, {amounts} FROM usage WHERE {where} AND {extra_where}", args)
-            )
-        return builder.build()
+        money_in_sql = True
+        try:
+            aggregate = conn.execute(
+                f"SELECT {keys}, {counts}, {parts} FROM {table} WHERE {where} GROUP BY {keys}", args
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "overflow" not in str(exc):
+                raise
+            money_in_sql = False
+            aggregate = conn.execute(
+                f"SELECT {keys}, {counts} FROM {table} WHERE {where} GROUP BY {keys}", args
+            ).fetchall()
+        for row in aggregate:
+            builder.add_aggregate(row, money_in_sql=money_in_sql)
+        if money_in_sql:
+            amounts = "CASE WHEN cost_hi IS NULL THEN cost END, CASE WHEN billed_hi IS NULL THEN billed END"
+            extra_where = inexact
+        else:
+            amounts, extra_where = "cost, billed", "status = 'priced'"
+        builder.add_amounts(
+            conn.execute(f"SELECT {keys}, {amounts} FROM {table} WHERE {where} AND {extra_where}", args)
+        )
 
     def rows(
         self,
@@ -529,6 +612,32 @@ def _filters(
         where += " AND start_time_ns < ?"
         args.append(datetime_to_ns(until))
     return where, args
+
+
+def _first_of_each_span(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    seen: set[tuple[int, str, str]] = set()
+    out = []
+    for p in params:
+        key = (p[_START], p[0], p[1])
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _fold_quietly(conn: sqlite3.Connection) -> None:
+    """Fold a long tail into the rollup; if sums overflow, keep the tail (summaries read it)."""
+    conn.execute("SAVEPOINT fold")
+    try:
+        rollup.fold(conn, at_least=rollup.FOLD_EVERY)
+    except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "overflow" not in str(exc):
+            conn.execute("ROLLBACK TO fold")
+            conn.execute("RELEASE fold")
+            raise
+        conn.execute("ROLLBACK TO fold")
+        _log.warning("usage rollup not updated (%s); summaries read the rows instead", exc)
+    conn.execute("RELEASE fold")
 
 
 def _checked_trace_customers(customers: Mapping[str, str]) -> dict[str, str]:

@@ -24,14 +24,45 @@ _EXPRESSIONS = {
 }
 
 
-def group_expressions(by: Sequence[str]) -> list[str]:
-    """SQL expressions for ``by`` (integer division is the same in SQLite and PostgreSQL)."""
+_ROLLUP_EXPRESSIONS = {**_EXPRESSIONS, "customer": "nullif(customer, '')", "day": "day"}
+
+
+def group_expressions(by: Sequence[str], *, rollup: bool = False) -> list[str]:
+    """SQL expressions for ``by`` over ``usage`` (or ``usage_daily``), giving the same values.
+
+    Integer division is the same in SQLite and PostgreSQL.
+    """
     unknown = [name for name in by if name not in GROUP_FIELDS]
     if unknown:
         raise ValueError(f"cannot group usage by {unknown}; choose from {', '.join(GROUP_FIELDS)}")
     if len(set(by)) != len(by):
         raise ValueError(f"group fields repeat: {list(by)}")
-    return [_EXPRESSIONS[name] for name in by]
+    expressions = _ROLLUP_EXPRESSIONS if rollup else _EXPRESSIONS
+    return [expressions[name] for name in by]
+
+
+@dataclass(slots=True, frozen=True)
+class Part:
+    """A piece of a summary window: whole days ``[first_day, end_day)`` from the rollup (plus its
+    unfolded tail), or a time range ``[since_ns, until_ns)`` read from ``usage``. None = open."""
+
+    days: bool
+    low: int | None
+    high: int | None
+
+
+def plan(since_ns: int | None, until_ns: int | None) -> list[Part]:
+    """Split a window into whole UTC days (rollup) and the partial days at its edges (rows)."""
+    first = None if since_ns is None else -(-since_ns // DAY_NS)
+    end = None if until_ns is None else until_ns // DAY_NS
+    if first is not None and end is not None and first >= end:
+        return [Part(days=False, low=since_ns, high=until_ns)]
+    parts = [Part(days=True, low=first, high=end)]
+    if since_ns is not None and first is not None and since_ns < first * DAY_NS:
+        parts.append(Part(days=False, low=since_ns, high=first * DAY_NS))
+    if until_ns is not None and end is not None and end * DAY_NS < until_ns:
+        parts.append(Part(days=False, low=end * DAY_NS, high=until_ns))
+    return parts
 
 
 def key_value(name: str, value: Any) -> str:
@@ -61,16 +92,35 @@ class SummaryBuilder:
     by: tuple[str, ...]
     groups: dict[GroupId, _Group] = field(default_factory=dict)
 
-    def add_aggregate(self, row: Sequence[Any], *, money_in_sql: bool) -> None:
-        """``row`` = group values, currency, 8 counts, then cost hi/lo and billed hi/lo sums."""
+    def _group(self, row: Sequence[Any]) -> _Group:
         n = len(self.by) + 1
         counts = [int(v or 0) for v in row[n : n + 8]]
-        group = _Group(counts=counts)
+        gid = tuple(row[:n])
+        group = self.groups.get(gid)
+        if group is None:
+            group = self.groups[gid] = _Group(counts=counts)
+        else:
+            group.counts = [a + b for a, b in zip(group.counts, counts, strict=True)]
+        return group
+
+    def add_aggregate(self, row: Sequence[Any], *, money_in_sql: bool) -> None:
+        """``row`` = group values, currency, 8 counts, then cost hi/lo and billed hi/lo sums.
+
+        Rows for a group already seen (another part of the window) are added to it.
+        """
+        group = self._group(row)
         if money_in_sql:
-            cost_hi, cost_lo, billed_hi, billed_lo = (int(v or 0) for v in row[n + 8 : n + 12])
-            group.cost = money.join(cost_hi, cost_lo)
-            group.billed = money.join(billed_hi, billed_lo)
-        self.groups[tuple(row[:n])] = group
+            n = len(self.by) + 9
+            cost_hi, cost_lo, billed_hi, billed_lo = (int(v or 0) for v in row[n : n + 4])
+            group.cost = money.add(group.cost, money.join(cost_hi, cost_lo))
+            group.billed = money.add(group.billed, money.join(billed_hi, billed_lo))
+
+    def add_rollup(self, row: Sequence[Any]) -> None:
+        """``row`` = group values, currency, 8 counts, space-separated cost and billed sums."""
+        group = self._group(row)
+        n = len(self.by) + 9
+        for text, extra in ((row[n], group.extra_cost), (row[n + 1], group.extra_billed)):
+            extra.extend(Decimal(x) for x in (text or "").split())
 
     def add_amounts(self, rows: Iterable[Sequence[Any]]) -> None:
         """Rows of group values, currency, cost text or None, billed text or None."""
