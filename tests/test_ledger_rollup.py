@@ -1,0 +1,245 @@
+"""The per-day rollup: always equal to the rows it sums, through appends, attribution, migration."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from otel_aibill.ledger import PENDING_CUSTOMER, AppendBatch, Attribution, SqliteLedger, UsageQuery
+from otel_aibill.ledger import rollup
+from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.ledger.sqlite import migrate
+from otel_aibill.ledger.summary import DAY_NS, plan
+from otel_aibill.usage import PricedUsage
+from test_ledger_support import HOUR, T0, priced, trace_id
+
+Key = tuple[int, str, str, str, str, str]
+AMOUNTS = ["0.001", "0.1", "0.2", "12345678901234567890.123456789", "1E-40", "-0.3", "0.000123456789012345678"]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteLedger]:
+    monkeypatch.setattr(rollup, "FOLD_EVERY", 1)  # fold after every append
+    led = SqliteLedger(f"sqlite:///{tmp_path}/r.db")
+    yield led
+    led.close()
+
+
+def _truth(led: SqliteLedger) -> dict[Key, tuple[int, ...] | Decimal]:
+    """The rollup, computed in Python from every billable row."""
+    out: dict[Key, list[object]] = {}
+    for row in led.rows(limit=1_000_000):
+        p, u = row.priced, row.priced.usage
+        key = (u.start_time_ns // DAY_NS, u.customer or "", u.provider, u.model, u.operation, p.currency)
+        g = out.setdefault(key, [0, 0, 0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0)])
+        deltas = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+                  u.reasoning_tokens, p.status == "unpriced", u.customer is None)  # fmt: skip
+        for i, d in enumerate(deltas):
+            g[i] += int(d)  # type: ignore[operator]
+        g[8] = _add(g[8], p.cost)
+        g[9] = _add(g[9], p.billed)
+    return {k: tuple(v) for k, v in out.items()}  # type: ignore[misc]
+
+
+def _add(total: object, amount: Decimal | None) -> Decimal:
+    assert isinstance(total, Decimal)
+    return total if amount is None else rollup.money.add(total, amount)
+
+
+def _stored(led: SqliteLedger) -> dict[Key, tuple[int, ...] | Decimal]:
+    rows = led._writer.execute(
+        f"SELECT {', '.join((*rollup.KEYS, *rollup.COUNTS))}, cost, billed FROM usage_daily WHERE spans != 0"
+    )
+    return {tuple(r[:6]): (*r[6:14], Decimal(r[14]), Decimal(r[15])) for r in rows}  # type: ignore[misc]
+
+
+def _folded(led: SqliteLedger) -> int:
+    return rollup.folded_seq(led._writer)
+
+
+def _mixed_rows(rng: random.Random, n: int) -> list[PricedUsage]:
+    rows = []
+    for i in range(n):
+        rows.append(
+            priced(
+                cost=None if i % 11 == 0 else rng.choice(AMOUNTS),
+                billed=rng.choice(AMOUNTS),
+                currency="EUR" if i % 7 == 0 else "USD",
+                customer=None if i % 3 == 0 else rng.choice(["a", "b"]),
+                provider=rng.choice(["openai", "anthropic"]),
+                start=T0 + rng.randrange(3 * 24) * HOUR + rng.randrange(HOUR),
+                input_tokens=rng.randrange(1000),
+                output_tokens=rng.randrange(100),
+            )
+        )
+    return rows
+
+
+def test_rollup_equals_the_rows_after_appends_duplicates_and_attribution(ledger: SqliteLedger) -> None:
+    rng = random.Random(5)
+    rows = _mixed_rows(rng, 300)
+    trace = trace_id()
+    siblings = [priced(trace=trace, response_id="r1", cost="0.5", customer="a") for _ in range(3)]
+    for start in range(0, 300, 50):
+        ledger.append(AppendBatch(rows=rows[start : start + 50]))
+    result = ledger.append(AppendBatch(rows=[*siblings, *rows[:20]]))  # siblings + redelivery
+    assert (result.inserted, result.duplicate_responses, result.duplicate_spans) == (1, 2, 20)
+    assert _folded(ledger) == 303  # every stored row, sibling duplicates included, is folded
+    assert _stored(ledger) == _truth(ledger)
+
+    pending = ledger.pending_attribution(limit=1000)
+    assert pending
+    updates = [
+        Attribution(
+            r.priced.usage.trace_id,
+            r.priced.usage.span_id,
+            "late",
+            None if r.priced.cost is None else Decimal("0.25"),
+            "rule",
+        )
+        for r in pending[::2]
+    ]
+    assert ledger.set_attribution(updates) == len(updates)
+    assert ledger.set_attribution(updates) == 0  # nothing moves twice
+    assert _stored(ledger) == _truth(ledger)
+    summary = {
+        s.key["customer"]: s for s in ledger.usage_summary(UsageQuery(by=("customer",))) if s.currency == "USD"
+    }
+    assert summary["late"].billed == Decimal("0.25") * sum(
+        1 for u in updates if u.billed is not None and _currency(ledger, u) == "USD"
+    )
+    assert summary[PENDING_CUSTOMER].pending_spans == summary[PENDING_CUSTOMER].spans
+
+    last = priced(customer=None, cost="0.7")  # the newest folded row moves too
+    ledger.append(AppendBatch(rows=[last]))
+    assert _folded(ledger) == max(r.seq for r in ledger.rows())
+    u = last.usage
+    assert ledger.set_attribution([Attribution(u.trace_id, u.span_id, "z", Decimal("0.9"), None)]) == 1
+    assert _stored(ledger) == _truth(ledger)
+
+
+def _currency(led: SqliteLedger, update: Attribution) -> str:
+    [row] = [r for r in led.rows(trace_id=update.trace_id) if r.priced.usage.span_id == update.span_id]
+    return row.priced.currency
+
+
+@pytest.mark.parametrize("fold_every", [1, 7, 10_000])
+def test_summaries_are_the_same_with_any_mix_of_rollup_and_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fold_every: int
+) -> None:
+    """Whole days (rollup + unfolded tail) and partial days (rows) add up to a plain row scan."""
+    monkeypatch.setattr(rollup, "FOLD_EVERY", fold_every)
+    led = SqliteLedger(f"sqlite:///{tmp_path}/w.db")
+    rng = random.Random(9)
+    for _ in range(8):
+        led.append(AppendBatch(rows=_mixed_rows(rng, 25)))
+    day0 = datetime.fromtimestamp(T0 // 10**9, tz=UTC)
+    windows = [
+        (None, None),
+        (day0 + timedelta(days=1), None),
+        (None, day0 + timedelta(days=2)),
+        (day0 + timedelta(hours=5), day0 + timedelta(days=2, hours=3)),
+        (day0 + timedelta(hours=5), day0 + timedelta(hours=9)),
+        (day0 + timedelta(days=1), day0 + timedelta(days=2)),
+    ]
+    everything = led.rows(limit=10_000)
+    for since, until in windows:
+        for customer in (None, "a", PENDING_CUSTOMER):
+            for by in (("customer", "provider", "model"), ("day",), ()):
+                got = led.usage_summary(UsageQuery(customer=customer, since=since, until=until, by=by))
+                assert got == _scan(everything, customer, since, until, by), (since, until, customer, by)
+    led.close()
+
+
+def _scan(rows: list, customer: str | None, since: datetime | None, until: datetime | None, by: tuple) -> list:  # type: ignore[type-arg]
+    """The summary computed from ``rows()`` alone, in Python."""
+    from otel_aibill.ledger.base import UsageSummary
+    from otel_aibill.ledger.summary import key_value
+
+    lo = -1 if since is None else int(since.timestamp()) * 10**9
+    hi = 2**63 if until is None else int(until.timestamp()) * 10**9
+    groups: dict[tuple, list] = {}  # type: ignore[type-arg]
+    for row in rows:
+        p, u = row.priced, row.priced.usage
+        if not lo <= u.start_time_ns < hi:
+            continue
+        if customer is not None and (u.customer or PENDING_CUSTOMER) != customer:
+            continue
+        values = {"customer": u.customer, "provider": u.provider, "model": u.model,
+                  "operation": u.operation, "day": u.start_time_ns // DAY_NS}  # fmt: skip
+        gid = (*(values[n] for n in by), p.currency)
+        g = groups.setdefault(gid, [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), 0, 0])
+        g[0] += 1
+        g[1] += u.input_tokens
+        g[2] += u.output_tokens
+        g[3] += u.cache_read_tokens
+        g[4] += u.cache_write_tokens
+        g[5] += u.reasoning_tokens
+        g[6] = _add(g[6], p.cost)
+        g[7] = _add(g[7], p.billed)
+        g[8] += p.status == "unpriced"
+        g[9] += u.customer is None
+    out = [
+        UsageSummary(
+            key={n: key_value(n, v) for n, v in zip(by, gid, strict=False)},
+            spans=g[0], input_tokens=g[1], output_tokens=g[2], cache_read_tokens=g[3],
+            cache_write_tokens=g[4], reasoning_tokens=g[5], cost=g[6], billed=g[7],
+            currency=gid[-1], unpriced_spans=g[8], pending_spans=g[9],
+        )  # fmt: skip
+        for gid, g in groups.items()
+    ]
+    out.sort(key=lambda s: (tuple(s.key.values()), s.currency))
+    return out
+
+
+def test_fold_falls_back_to_text_sums_when_integer_parts_overflow(ledger: SqliteLedger) -> None:
+    big = Decimal("999999999.123456789012345")  # 10k of these overflow the summed integer parts
+    ledger.append(AppendBatch(rows=[priced(cost=big, billed=big, customer="c") for _ in range(10_000)]))
+    assert _folded(ledger) == 10_000
+    [summary] = ledger.usage_summary(UsageQuery())
+    assert summary.cost == summary.billed == big * 10_000
+    assert _stored(ledger) == _truth(ledger)
+
+
+def test_migration_backfills_the_rollup_and_keeps_seq_growing(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=3) == 3
+    rows = _mixed_rows(random.Random(3), 120)
+    insert = (
+        f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+    )
+    conn.executemany(insert, [to_params(r, 1) for r in rows])
+    conn.close()
+
+    led = SqliteLedger(f"sqlite:///{path}")
+    assert led.schema_version() == 4
+    assert _folded(led) == 120
+    assert _stored(led) == _truth(led)
+    before = max(r.seq for r in led.rows(limit=1000))
+    led.append(AppendBatch(rows=[priced(customer="new")]))
+    [newest, *_] = led.rows()
+    assert newest.seq == before + 1 and newest.priced.usage.customer == "new"
+    assert "AUTOINCREMENT" not in led._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'usage'"
+    ).fetchone()[0]
+    led.close()
+
+
+def test_plan_splits_windows_into_whole_days_and_edges() -> None:
+    d = DAY_NS
+    assert [(p.days, p.low, p.high) for p in plan(None, None)] == [(True, None, None)]
+    assert [(p.days, p.low, p.high) for p in plan(d + 5, 4 * d + 7)] == [
+        (True, 2, 4),
+        (False, d + 5, 2 * d),
+        (False, 4 * d, 4 * d + 7),
+    ]
+    assert [(p.days, p.low, p.high) for p in plan(2 * d, 3 * d)] == [(True, 2, 3)]
+    assert [(p.days, p.low, p.high) for p in plan(d + 5, d + 9)] == [(False, d + 5, d + 9)]
+    assert [(p.days, p.low, p.high) for p in plan(d + 5, 2 * d + 1)] == [(False, d + 5, 2 * d + 1)]
