@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -81,11 +82,49 @@ def span_view(span: ReadableSpan) -> SpanView:
     )
 
 
+def _permanent(exc: Exception) -> bool:
+    """A failure caused by the data (a row the ledger refuses, text SQLite cannot encode), not the ledger."""
+    return isinstance(exc, (ValueError, TypeError))
+
+
+def ingest_isolating(pipeline: Pipeline, views: Sequence[SpanView]) -> int:
+    """Ingest ``views`` in halves, recursively, so a span that cannot be stored fails alone.
+
+    A batch is one ledger transaction, so one such span would otherwise take every other span of
+    its batch with it. Returns how many spans could not be stored (each one is logged).
+    """
+    if not views:
+        return 0
+    try:
+        pipeline.ingest(views)
+        return 0
+    except Exception:
+        if len(views) == 1:
+            view = views[0]
+            logger.exception("otel-aibill: cannot store span %s/%s", view.trace_id, view.span_id)
+            return 1
+    mid = len(views) // 2
+    return ingest_isolating(pipeline, views[:mid]) + ingest_isolating(pipeline, views[mid:])
+
+
+def _baggage_value(value: object) -> str | None:
+    """The entry's value without W3C properties (``acme;ttl=5``): the Python SDK keeps them in it.
+
+    A ``;`` that was percent-encoded on the wire is indistinguishable after the SDK decodes it, so
+    such ids are cut there too; customer ids do not contain ``;`` in practice, properties do.
+    """
+    if not isinstance(value, str):
+        return None
+    value = value.split(";", 1)[0].strip()
+    return value or None
+
+
 class BaggageToAttributes(SpanProcessor):
     """Copies configured baggage entries onto each span at start.
 
     A customer set once in baggage at the request's entry (and propagated across services by the
-    W3C ``baggage`` header) thereby reaches every LLM span below it.
+    W3C ``baggage`` header) thereby reaches every LLM span below it. An attribute the span was
+    started with is more specific than inherited baggage and is kept.
     """
 
     def __init__(self, keys: Sequence[str]) -> None:
@@ -96,9 +135,10 @@ class BaggageToAttributes(SpanProcessor):
             entries = baggage.get_all(parent_context)
             if not entries:
                 return
+            existing = getattr(span, "attributes", None) or {}
             for key in self._keys:
-                value = entries.get(key)
-                if isinstance(value, str) and value:
+                value = _baggage_value(entries.get(key))
+                if value is not None and key not in existing:
                     span.set_attribute(key, value)
         except Exception:  # never into the host
             logger.debug("baggage copy failed", exc_info=True)
@@ -120,9 +160,10 @@ class BillingSpanProcessor(SpanProcessor):
         pipeline: Pipeline | None = None,
     ) -> None:
         self.config = _config(config, db)
+        self._db = db or self.config.db
         if pipeline is None:
             self._owns_ledger = ledger is None
-            ledger = ledger or open_ledger(db or self.config.db)
+            ledger = ledger or open_ledger(self._db)
             pipeline = Pipeline(ledger, self.config)
         else:
             self._owns_ledger = False
@@ -134,17 +175,46 @@ class BillingSpanProcessor(SpanProcessor):
         self._interval = pc.flush_interval_ms / 1000
         self._baggage = BaggageToAttributes(self.config.attribution.baggage_keys)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
+        self._shutdown = False
+        self.dropped = 0
+        self.failed = 0
+        self.errors = 0
+        self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            weak_reinit = weakref.WeakMethod(self._at_fork_reinit)
+
+            def reinit() -> None:
+                method = weak_reinit()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=reinit)
+
+    def _start_worker(self) -> None:
         self._queue: deque[ReadableSpan] = deque()
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._done = 0  # spans taken off the queue and handled (or given up on)
         self._enqueued = 0
-        self._shutdown = False
-        self.dropped = 0
-        self.failed = 0
-        self.errors = 0
         self._worker = threading.Thread(target=self._run, name="otel-aibill-processor", daemon=True)
         self._worker.start()
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child (pre-fork servers): a new worker, and a ledger connection of its own.
+
+        The parent's worker thread does not exist in the child and SQLite connections must not
+        cross a fork, so without this the child's spans would wait in the queue forever. Its
+        queued spans are the parent's to write. A ledger or pipeline passed in by the caller is
+        the caller's to reopen.
+        """
+        if self._shutdown:
+            return
+        if self._owns_ledger:
+            try:
+                self.pipeline = Pipeline(open_ledger(self._db), self.config, pricer=self.pipeline.pricer)
+            except Exception:
+                logger.exception("otel-aibill: cannot reopen the ledger in a forked process")
+        self._start_worker()
 
     # -- host thread ---------------------------------------------------------------------------
 
@@ -155,7 +225,10 @@ class BillingSpanProcessor(SpanProcessor):
         try:
             attrs = span._attributes  # the public property wraps a copy in a proxy
             raw = getattr(attrs, "_dict", attrs)
-            if not raw or self._markers.isdisjoint(raw) or self._shutdown:
+            if not raw or self._markers.isdisjoint(raw):
+                return
+            if self._shutdown:
+                self.dropped += 1  # nobody will write it any more: counted, not silently lost
                 return
             queue = self._queue
             if len(queue) >= self._max:
@@ -203,16 +276,22 @@ class BillingSpanProcessor(SpanProcessor):
                 views.append(span_view(span))
             except Exception:
                 self.errors += 1
+        if not views:
+            return None
         delay = 0.05
         for _attempt in range(8):  # a locked or briefly failing ledger is retried, not dropped
             try:
                 return self.pipeline.ingest(views)
-            except Exception:
+            except Exception as exc:
                 logger.exception("otel-aibill: ledger write failed; retrying")
+                if _permanent(exc):
+                    break  # the same data fails the same way: find the spans that cause it
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self.failed += len(views)
-        logger.error("otel-aibill: gave up on %d spans after repeated ledger failures", len(views))
+        lost = ingest_isolating(self.pipeline, views)
+        self.failed += lost
+        if lost:
+            logger.error("otel-aibill: gave up on %d of %d spans after repeated failures", lost, len(views))
         return None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -260,11 +339,16 @@ class BillingSpanExporter(SpanExporter):
         self._ledger = open_ledger(db or self.config.db)
         self.pipeline = Pipeline(self._ledger, self.config)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
+        self._closed = False
+        self.failed = 0
         provider = get_tracer_provider()
         if isinstance(provider, TracerProvider):
             provider.add_span_processor(BaggageToAttributes(self.config.attribution.baggage_keys))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._closed:
+            return SpanExportResult.FAILURE
+        views: list[SpanView] = []
         try:
             markers = self._markers
             views = [span_view(s) for s in spans if s.attributes and not markers.isdisjoint(s.attributes)]
@@ -272,12 +356,23 @@ class BillingSpanExporter(SpanExporter):
                 self.pipeline.ingest(views)
             return SpanExportResult.SUCCESS
         except Exception:
+            logger.exception("otel-aibill: export failed; storing the batch in parts")
+        try:
+            lost = ingest_isolating(self.pipeline, views)
+            self.failed += lost
+            return SpanExportResult.FAILURE if lost else SpanExportResult.SUCCESS
+        except Exception:
             logger.exception("otel-aibill: export failed")
             return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.pipeline.sweep()
+        except Exception:
+            logger.exception("otel-aibill: pending sweep failed at shutdown")
         finally:
             self._ledger.close()
 
