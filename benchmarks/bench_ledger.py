@@ -6,11 +6,16 @@ Every variant gets the same batches, interleaved batch by batch so machine noise
 them alike; compare the ratios. All databases use WAL + synchronous=FULL (the default).
 
 Variants:
-  baseline    raw table with the same columns, no index at all, plain executemany (SQL cost only)
+  baseline    raw table with the same columns, no index at all, plain executemany (SQL cost only),
+              SQLite defaults (4 KiB pages): the reference all ratios are against
+  base-16k    the same with the ledger's page size (16 KiB), to show what the page size buys alone
   random-key  raw table + UNIQUE (trace_id, span_id): the naive dedupe key, for reference
   ledger-sql  the ledger's own schema (all its indexes), same raw executemany: the cost of the keys
-  ledger      SqliteLedger.append end to end (validation, sibling lookup, all indexes)
+  ledger      SqliteLedger.append end to end (checks, conversion, sibling lookup, indexes, rollup)
   ledger-mix  same, with 30% of rows pending (no customer) and one trace_customers entry per trace
+
+Then summary and lookup times on the ledger database, through the rollup and (for comparison)
+by scanning the rows as summaries did before the rollup.
 
     python benchmarks/bench_ledger.py --rows 1000000 --batch 2000
 """
@@ -31,6 +36,7 @@ from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
 T0 = 1_767_225_600_000_000_000
@@ -104,8 +110,9 @@ def mixed(rows: list[PricedUsage], rng: random.Random) -> AppendBatch:
     return AppendBatch(rows=out, trace_customers=customers)
 
 
-def raw_table(path: Path, index: str | None) -> sqlite3.Connection:
+def raw_table(path: Path, index: str | None, page_size: int = 4096) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size = {page_size}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA cache_size = -65536")
@@ -134,6 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         baseline = raw_table(d / "baseline.db", None)
+        base_16k = raw_table(d / "base_16k.db", None, page_size=16_384)
         random_key = raw_table(d / "random.db", "CREATE UNIQUE INDEX k ON usage (trace_id, span_id)")
         ledger_sql = SqliteLedger(f"sqlite:///{d}/ledger_sql.db")
         ledger = SqliteLedger(f"sqlite:///{d}/ledger.db")
@@ -142,7 +150,9 @@ def main() -> None:
             f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
         )
         insert_ignore = f"{insert} ON CONFLICT DO NOTHING"
-        totals = dict.fromkeys(("baseline", "random-key", "ledger-sql", "ledger", "ledger-mix"), 0.0)
+        totals = dict.fromkeys(
+            ("baseline", "base-16k", "random-key", "ledger-sql", "ledger", "ledger-mix"), 0.0
+        )
         step = DAY_NS // args.rows
         done = 0
         inserted = 0
@@ -159,6 +169,7 @@ def main() -> None:
                 conn.execute("COMMIT")
 
             totals["baseline"] += timed(lambda: raw(baseline))
+            totals["base-16k"] += timed(lambda: raw(base_16k))
             totals["random-key"] += timed(lambda: raw(random_key))
             totals["ledger-sql"] += timed(lambda: raw(ledger_sql._writer, insert=insert_ignore))
             t = time.perf_counter()
@@ -178,9 +189,26 @@ def main() -> None:
 
         start = datetime.fromtimestamp(T0 / 1e9, tz=UTC)
         some_trace = rows[0].usage.trace_id
+
+        def scan(query: UsageQuery) -> object:
+            """The same summary from the rows alone (how every summary ran before the rollup)."""
+            builder = SummaryBuilder(by=query.by)
+            with ledger._read() as conn:
+                ledger._summarize_rows(conn, builder, query, None, None, after_seq=None)
+            return builder.build()
+
+        assert scan(UsageQuery()) == ledger.usage_summary(UsageQuery())
         queries: list[tuple[str, Callable[[], object]]] = [
             ("summary by customer,provider,model (all rows)", lambda: ledger.usage_summary(UsageQuery())),
+            ("  same, scanning the rows", lambda: scan(UsageQuery())),
             ("summary by day", lambda: ledger.usage_summary(UsageQuery(by=("day",)))),
+            ("  same, scanning the rows", lambda: scan(UsageQuery(by=("day",)))),
+            (
+                "summary 12:30 to 14:30 (rows: inside one day)",
+                lambda: ledger.usage_summary(
+                    UsageQuery(since=start + timedelta(hours=12.5), until=start + timedelta(hours=14.5))
+                ),
+            ),
             (
                 "summary one customer, one hour",
                 lambda: ledger.usage_summary(
@@ -188,6 +216,7 @@ def main() -> None:
                 ),
             ),
             ("summary one customer, all time", lambda: ledger.usage_summary(UsageQuery(customer="cust-1"))),
+            ("  same, scanning the rows", lambda: scan(UsageQuery(customer="cust-1"))),
             ("rows(limit=100)", lambda: ledger.rows(limit=100)),
             ("rows(trace_id) (scan)", lambda: ledger.rows(trace_id=some_trace)),
             ("exportable(10000)", lambda: ledger.exportable(10_000)),
@@ -201,6 +230,7 @@ def main() -> None:
         ledger_sql.close()
         ledger_mix.close()
         baseline.close()
+        base_16k.close()
         random_key.close()
 
 

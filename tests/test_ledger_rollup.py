@@ -11,16 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from otel_aibill.ledger import PENDING_CUSTOMER, AppendBatch, Attribution, SqliteLedger, UsageQuery
-from otel_aibill.ledger import rollup
+from otel_aibill.ledger import (
+    PENDING_CUSTOMER,
+    AppendBatch,
+    Attribution,
+    SqliteLedger,
+    UsageQuery,
+    money,
+    rollup,
+)
+from otel_aibill.ledger.base import LedgerRow, UsageSummary
 from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
 from otel_aibill.ledger.sqlite import migrate
-from otel_aibill.ledger.summary import DAY_NS, plan
+from otel_aibill.ledger.summary import DAY_NS, key_value, plan
 from otel_aibill.usage import PricedUsage
 from test_ledger_support import HOUR, T0, priced, trace_id
 
-Key = tuple[int, str, str, str, str, str]
-AMOUNTS = ["0.001", "0.1", "0.2", "12345678901234567890.123456789", "1E-40", "-0.3", "0.000123456789012345678"]
+AMOUNTS = ["0.001", "0.1", "0.2", "12345678901234567890.123456789", "1E-40", "-0.3", "0.0001234567890123456"]
 
 
 @pytest.fixture
@@ -31,9 +38,9 @@ def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteLe
     led.close()
 
 
-def _truth(led: SqliteLedger) -> dict[Key, tuple[int, ...] | Decimal]:
+def _truth(led: SqliteLedger) -> dict[tuple[object, ...], tuple[object, ...]]:
     """The rollup, computed in Python from every billable row."""
-    out: dict[Key, list[object]] = {}
+    out: dict[tuple[object, ...], list[object]] = {}
     for row in led.rows(limit=1_000_000):
         p, u = row.priced, row.priced.usage
         key = (u.start_time_ns // DAY_NS, u.customer or "", u.provider, u.model, u.operation, p.currency)
@@ -44,19 +51,19 @@ def _truth(led: SqliteLedger) -> dict[Key, tuple[int, ...] | Decimal]:
             g[i] += int(d)  # type: ignore[operator]
         g[8] = _add(g[8], p.cost)
         g[9] = _add(g[9], p.billed)
-    return {k: tuple(v) for k, v in out.items()}  # type: ignore[misc]
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _add(total: object, amount: Decimal | None) -> Decimal:
     assert isinstance(total, Decimal)
-    return total if amount is None else rollup.money.add(total, amount)
+    return total if amount is None else money.add(total, amount)
 
 
-def _stored(led: SqliteLedger) -> dict[Key, tuple[int, ...] | Decimal]:
+def _stored(led: SqliteLedger) -> dict[tuple[object, ...], tuple[object, ...]]:
     rows = led._writer.execute(
         f"SELECT {', '.join((*rollup.KEYS, *rollup.COUNTS))}, cost, billed FROM usage_daily WHERE spans != 0"
     )
-    return {tuple(r[:6]): (*r[6:14], Decimal(r[14]), Decimal(r[15])) for r in rows}  # type: ignore[misc]
+    return {tuple(r[:6]): (*r[6:14], Decimal(r[14]), Decimal(r[15])) for r in rows}
 
 
 def _folded(led: SqliteLedger) -> int:
@@ -108,9 +115,8 @@ def test_rollup_equals_the_rows_after_appends_duplicates_and_attribution(ledger:
     assert ledger.set_attribution(updates) == len(updates)
     assert ledger.set_attribution(updates) == 0  # nothing moves twice
     assert _stored(ledger) == _truth(ledger)
-    summary = {
-        s.key["customer"]: s for s in ledger.usage_summary(UsageQuery(by=("customer",))) if s.currency == "USD"
-    }
+    by_customer = ledger.usage_summary(UsageQuery(by=("customer",)))
+    summary = {s.key["customer"]: s for s in by_customer if s.currency == "USD"}
     assert summary["late"].billed == Decimal("0.25") * sum(
         1 for u in updates if u.billed is not None and _currency(ledger, u) == "USD"
     )
@@ -157,14 +163,18 @@ def test_summaries_are_the_same_with_any_mix_of_rollup_and_rows(
     led.close()
 
 
-def _scan(rows: list, customer: str | None, since: datetime | None, until: datetime | None, by: tuple) -> list:  # type: ignore[type-arg]
+def _scan(
+    rows: list[LedgerRow],
+    customer: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    by: tuple[str, ...],
+) -> list[UsageSummary]:
     """The summary computed from ``rows()`` alone, in Python."""
-    from otel_aibill.ledger.base import UsageSummary
-    from otel_aibill.ledger.summary import key_value
-
     lo = -1 if since is None else int(since.timestamp()) * 10**9
     hi = 2**63 if until is None else int(until.timestamp()) * 10**9
-    groups: dict[tuple, list] = {}  # type: ignore[type-arg]
+    counts: dict[tuple[object, ...], list[int]] = {}
+    amounts: dict[tuple[object, ...], list[Decimal]] = {}
     for row in rows:
         p, u = row.priced, row.priced.usage
         if not lo <= u.start_time_ns < hi:
@@ -174,25 +184,30 @@ def _scan(rows: list, customer: str | None, since: datetime | None, until: datet
         values = {"customer": u.customer, "provider": u.provider, "model": u.model,
                   "operation": u.operation, "day": u.start_time_ns // DAY_NS}  # fmt: skip
         gid = (*(values[n] for n in by), p.currency)
-        g = groups.setdefault(gid, [0, 0, 0, 0, 0, 0, Decimal(0), Decimal(0), 0, 0])
-        g[0] += 1
-        g[1] += u.input_tokens
-        g[2] += u.output_tokens
-        g[3] += u.cache_read_tokens
-        g[4] += u.cache_write_tokens
-        g[5] += u.reasoning_tokens
-        g[6] = _add(g[6], p.cost)
-        g[7] = _add(g[7], p.billed)
-        g[8] += p.status == "unpriced"
-        g[9] += u.customer is None
+        deltas = (1, u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+                  u.reasoning_tokens, p.status == "unpriced", u.customer is None)  # fmt: skip
+        c = counts.setdefault(gid, [0] * 8)
+        for i, d in enumerate(deltas):
+            c[i] += int(d)
+        m = amounts.setdefault(gid, [Decimal(0), Decimal(0)])
+        m[0] = _add(m[0], p.cost)
+        m[1] = _add(m[1], p.billed)
     out = [
         UsageSummary(
             key={n: key_value(n, v) for n, v in zip(by, gid, strict=False)},
-            spans=g[0], input_tokens=g[1], output_tokens=g[2], cache_read_tokens=g[3],
-            cache_write_tokens=g[4], reasoning_tokens=g[5], cost=g[6], billed=g[7],
-            currency=gid[-1], unpriced_spans=g[8], pending_spans=g[9],
-        )  # fmt: skip
-        for gid, g in groups.items()
+            spans=c[0],
+            input_tokens=c[1],
+            output_tokens=c[2],
+            cache_read_tokens=c[3],
+            cache_write_tokens=c[4],
+            reasoning_tokens=c[5],
+            cost=amounts[gid][0],
+            billed=amounts[gid][1],
+            currency=str(gid[-1]),
+            unpriced_spans=c[6],
+            pending_spans=c[7],
+        )
+        for gid, c in counts.items()
     ]
     out.sort(key=lambda s: (tuple(s.key.values()), s.currency))
     return out
@@ -226,9 +241,10 @@ def test_migration_backfills_the_rollup_and_keeps_seq_growing(tmp_path: Path) ->
     led.append(AppendBatch(rows=[priced(customer="new")]))
     [newest, *_] = led.rows()
     assert newest.seq == before + 1 and newest.priced.usage.customer == "new"
-    assert "AUTOINCREMENT" not in led._writer.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'usage'"
-    ).fetchone()[0]
+    assert (
+        "AUTOINCREMENT"
+        not in led._writer.execute("SELECT sql FROM sqlite_master WHERE name = 'usage'").fetchone()[0]
+    )
     led.close()
 
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from otel_aibill.ledger import money
 from otel_aibill.ledger.summary import DAY_NS
 
-FOLD_EVERY = 20_000
+FOLD_EVERY = 50_000
 """Tail rows that trigger a fold; also the most rows a summary reads from ``usage`` for whole days."""
 _FOLD_CHUNK = 250_000  # rows per fold statement when a long tail (a migration backfill) is folded
 
