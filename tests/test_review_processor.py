@@ -71,7 +71,9 @@ def test_one_unstorable_span_does_not_lose_its_whole_batch(db: str) -> None:
 def test_customer_id_that_is_not_valid_unicode_is_not_used(db: str) -> None:
     """Such a customer id failed the whole batch; now the usage is kept, pending its trace."""
     provider, billing = make(db)
-    with provider.get_tracer("app").start_as_current_span("chat", attributes={**CHAT, "customer.id": "a\udc80"}):
+    with provider.get_tracer("app").start_as_current_span(
+        "chat", attributes={**CHAT, "customer.id": "a\udc80"}
+    ):
         pass
     provider.shutdown()
     [row] = rows(db)
