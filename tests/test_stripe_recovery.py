@@ -180,8 +180,8 @@ def test_store_migration_is_versioned_and_idempotent(tmp_path: Path) -> None:
     from otel_aibill.stripe import ExportStore
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    assert ExportStore(url).schema_version == 1
-    assert ExportStore(url).schema_version == 1
+    assert ExportStore(url).schema_version == 2
+    assert ExportStore(url).schema_version == 2
 
 
 def _unused(*_: Any) -> None:

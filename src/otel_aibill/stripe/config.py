@@ -56,6 +56,8 @@ class StripeConfig(BaseModel):
     max_event_age: int = Field(default=34 * 86400, ge=0)
     """Usage older than this is held (Stripe refuses events older than 35 days)."""
     future_skew: int = Field(default=300, ge=0)
+    lease_ttl: int = Field(default=600, ge=1)
+    """One exporter at a time per store: a run holds a lease this long, renewed as it goes."""
     product_name: str = "AI usage"
     create_price: bool = True
     """``stripe setup`` in cost mode also creates a product and a per-unit price."""

@@ -8,7 +8,9 @@ whose first attempt is older than Stripe's dedupe window; send the rest; record 
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -25,7 +27,7 @@ from otel_aibill.config import Config
 from otel_aibill.ledger.base import Ledger, LedgerRow
 from otel_aibill.stripe.config import StripeConfig, currency_of, stripe_config
 from otel_aibill.stripe.customers import customer_map, resolve
-from otel_aibill.stripe.plan import ExportRow, plan_batch
+from otel_aibill.stripe.plan import ExportRow, plan_batch, token_types
 from otel_aibill.stripe.reconcile import committed_subset, meter_ids, summary_total
 from otel_aibill.stripe.store import DEAD_LETTER_BATCH, DeadLetter, ExportStore, StoredEvent
 from otel_aibill.stripe.transport import Outcome, SendResult, V1Sender, V2Sender
@@ -37,6 +39,10 @@ Hook = Callable[[str, Sequence[str]], None]
 """Called at ``staged``, ``finalized`` and ``sent`` (after Stripe answered, before we record it)."""
 
 RETRYABLE_DEAD = ("no_stripe_mapping", "rejected_customer", "currency_mismatch")
+
+
+class LeaseLost(RuntimeError):
+    """Another exporter took the lease (ours ran out): stop before doing anything twice."""
 
 
 @dataclass(slots=True)
@@ -83,6 +89,9 @@ class StripeExporter:
         self._clock, self._sleep, self._hook = clock, sleep, hook or (lambda point, ids: None)
         self._v2: V2Sender | None = None
         self._meters: dict[str, tuple[str, str]] | None = None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._lease_until = 0
+        self._lease_lock = threading.Lock()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -100,16 +109,35 @@ class StripeExporter:
         if self.client is None:
             return self._dry_run()
         report = ExportReport(dry_run=False)
-        for batch in self.store.staging_batches():
-            self._finalize(batch, report)
-        self._stage(report)
-        self._send(report)
+        until = self.store.acquire_lease(self._owner, self._now(), self.sc.lease_ttl, _owner_gone)
+        if until is None:
+            report.errors.append("another exporter is running on this database; nothing done")
+        else:
+            self._lease_until = until
+            try:
+                for batch in self.store.staging_batches():
+                    self._finalize(batch, report)
+                self._stage(report)
+                self._send(report)
+            finally:
+                self.store.release_lease(self._owner)
         report.pending = len(self.store.events(states=["pending"]))
         report.review = len(self.store.events(states=["review"]))
         return report
 
     def _now(self) -> int:
         return int(self._clock())
+
+    def _keep_lease(self) -> None:
+        """Renew the lease once a third of it is used; stop if another exporter took it."""
+        with self._lease_lock:
+            now = self._now()
+            if now < self._lease_until - self.sc.lease_ttl * 2 // 3:
+                return
+            until = self.store.acquire_lease(self._owner, now, self.sc.lease_ttl, _owner_gone)
+            if until is None:
+                raise LeaseLost("the export lease ran out and another exporter took it")
+            self._lease_until = until
 
     # -- classify and stage -----------------------------------------------------------------
 
@@ -124,6 +152,12 @@ class StripeExporter:
             )
         if self.sc.mode == "cost" and row.currency.upper() != self.currency:
             return DeadLetter(row, "currency_mismatch", f"{row.currency} usage, {self.currency} meter", now)
+        if self.sc.mode == "tokens":
+            # One row whose parts exceed their totals would otherwise fail every later plan.
+            try:
+                token_types(row, self.sc.cache_token_providers)
+            except ValueError as exc:
+                return DeadLetter(row, "invalid_tokens", str(exc), now)
         stripe_id = resolve(row.customer, mapping)
         if stripe_id is None:
             return DeadLetter(row, "no_stripe_mapping", f"no Stripe customer for {row.customer!r}", now)
@@ -162,6 +196,7 @@ class StripeExporter:
             staged += len(retry)
 
         while staged < self.sc.batch_rows:
+            self._keep_lease()
             page = self.ledger.exportable(min(self.sc.page_rows, self.sc.batch_rows - staged))
             if not page:
                 break
@@ -346,6 +381,7 @@ class StripeExporter:
 
         def work(sender: V1Sender, events: list[StoredEvent]) -> None:
             for ev in events:
+                self._keep_lease()
                 self.store.mark_attempt([ev.identifier], self._now())
                 result = self._with_rate_limit(lambda ev=ev: sender.send(ev), report)  # type: ignore[misc]
                 self._hook("sent", [ev.identifier])
@@ -368,6 +404,7 @@ class StripeExporter:
         size = self.sc.max_events_per_request
         for i in range(0, len(pending), size):
             chunk = pending[i : i + size]
+            self._keep_lease()
             self.store.mark_attempt([e.identifier for e in chunk], self._now())
             result = self._with_rate_limit(lambda chunk=chunk: sender.send(chunk), report)  # type: ignore[misc]
             self._hook("sent", [e.identifier for e in chunk])
@@ -398,6 +435,21 @@ class StripeExporter:
         self.store.record_dry_run([(e, e.payload(self.sc)) for e in events if e.value > 0], now)
         report.dry_run_events = self.store.dry_run()
         return report
+
+
+def _owner_gone(owner: str) -> bool:
+    """A lease holder on this host whose process no longer exists (it crashed)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _with_customer(row: ExportRow, stripe_id: str) -> ExportRow:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,7 +23,7 @@ from otel_aibill.stripe.plan import CarryKey, Dims, EventDraft, ExportRow
 DEAD_LETTER_BATCH = "stripe-dead-letter"
 """The ledger export batch of rows held back from Stripe (see ``stripe_dead_letter``)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _ROW_COLS = (
     "seq, customer, stripe_customer, start_ns, provider, model, currency, billed, "
@@ -67,6 +67,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " event_name TEXT NOT NULL, payload TEXT NOT NULL, ts INTEGER NOT NULL, value INTEGER NOT NULL,"
         " amount TEXT NOT NULL, recorded_at INTEGER NOT NULL)",
     ),
+    2: (
+        "CREATE TABLE stripe_lease (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+    ),
 }
 
 
@@ -99,6 +102,7 @@ class StoredEvent:
 class DeadLetter:
     row: ExportRow
     reason: str  # unattributed | no_stripe_mapping | too_old | currency_mismatch | rejected_customer
+    # | invalid_tokens
     detail: str
     created_at: int
 
@@ -247,6 +251,33 @@ class ExportStore:
     @property
     def schema_version(self) -> int:
         return int(self._query("SELECT MAX(version) FROM stripe_schema_version")[0][0])
+
+    # -- one exporter at a time -------------------------------------------------------------
+
+    def acquire_lease(
+        self, owner: str, now: int, ttl: int, gone: Callable[[str], bool] = lambda owner: False
+    ) -> int | None:
+        """Take or renew the export lease; None when it is taken, else when it expires.
+
+        Two exporters on one store (``serve`` and a manual ``stripe export``) would otherwise
+        read the same ledger rows between checking and staging them, and finalize each other's
+        half-staged batches. ``gone(owner)`` says a holder is known dead (a crashed process), so a
+        restart need not wait for its lease to run out.
+        """
+        with self._tx() as cur:
+            found = cur.execute("SELECT owner, expires_at FROM stripe_lease WHERE name = 'export'").fetchone()
+            if found is not None and found[0] != owner and found[1] > now and not gone(found[0]):
+                return None
+            cur.execute(
+                "INSERT INTO stripe_lease (name, owner, expires_at) VALUES ('export', ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+                (owner, now + ttl),
+            )
+            return now + ttl
+
+    def release_lease(self, owner: str) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM stripe_lease WHERE name = 'export' AND owner = ?", (owner,))
 
     # -- staging ----------------------------------------------------------------------------
 
