@@ -9,8 +9,9 @@ import pytest
 import stripe._http_client
 
 from fakestripe import FakeStripe
-from fakestripe.support import priced
+from fakestripe.support import client_for, priced
 from otel_aibill.stripe import StripeExporter
+from otel_aibill.stripe.setup import SetupError, ensure_meters
 from test_stripe_export import Harness, settings
 
 
@@ -80,3 +81,28 @@ def test_two_exporters_reading_the_same_rows_bill_them_once(tmp_path: Path, at: 
         assert fake.totals(h.sc.cost_event_name) == {"cus_acme": 6_000_000}
         assert len(h.store.events(states=["sent"])) == 1
         h.check()
+
+
+@pytest.mark.parametrize(
+    ("field", "existing"),
+    [
+        ("value_settings", {"event_payload_key": "tokens"}),
+        ("customer_mapping", {"event_payload_key": "customer", "type": "by_id"}),
+        ("default_aggregation", {"formula": "last"}),
+    ],
+)
+def test_setup_refuses_an_existing_meter_that_counts_differently(field: str, existing: Any) -> None:
+    """A meter for our event name that reads another payload key (or does not sum) would silently
+    drop or misprice every event; setup says so instead of reusing it."""
+    with FakeStripe() as fake:
+        sc = settings()
+        client = client_for(fake, sc)
+        params: dict[str, Any] = {
+            "display_name": "someone else's",
+            "event_name": sc.cost_event_name,
+            "default_aggregation": {"formula": "sum"},
+        }
+        params[field] = existing
+        client.v1.billing.meters.create(params)  # type: ignore[arg-type]
+        with pytest.raises(SetupError, match=field.split("_")[0]):
+            ensure_meters(client, sc)

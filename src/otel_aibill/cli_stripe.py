@@ -67,11 +67,14 @@ def setup(
     price: Annotated[bool, typer.Option(help="In cost mode, also create a product and a price.")] = True,
 ) -> None:
     """Create the meters the configured mode needs (and a price in cost mode); safe to run again."""
-    from otel_aibill.stripe.setup import ensure_meters, ensure_price
+    from otel_aibill.stripe.setup import SetupError, ensure_meters, ensure_price
 
     cfg, sc = _settings(ctx)
     client = _client(sc, required=True)
-    actions = ensure_meters(client, sc)
+    try:
+        actions = ensure_meters(client, sc)
+    except SetupError as exc:
+        raise _fail(str(exc)) from exc
     if sc.mode == "cost" and price and sc.create_price:
         actions += ensure_price(client, sc, currency_of(cfg, sc), actions[0].id)
     for a in actions:

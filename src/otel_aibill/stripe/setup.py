@@ -36,6 +36,10 @@ _ZERO_DECIMAL = {
 _THREE_DECIMAL = {"BHD", "JOD", "KWD", "OMR", "TND"}
 
 
+class SetupError(RuntimeError):
+    """Stripe already has something under our name that would count usage differently."""
+
+
 @dataclass(frozen=True, slots=True)
 class SetupAction:
     kind: str  # meter | product | price
@@ -55,11 +59,37 @@ def event_names(sc: StripeConfig) -> list[str]:
     return [sc.cost_event_name if sc.mode == "cost" else sc.tokens_event_name]
 
 
+def meter_mismatches(meter: Any, sc: StripeConfig) -> list[str]:
+    """How an existing meter differs from what the export sends (only its name can change later)."""
+    wanted = {
+        "default_aggregation.formula": "sum",
+        "customer_mapping.event_payload_key": sc.customer_payload_key,
+        "customer_mapping.type": "by_id",
+        "value_settings.event_payload_key": sc.value_payload_key,
+    }
+    out = []
+    for path, want in wanted.items():
+        node: Any = meter
+        for part in path.split("."):
+            node = node.get(part) if node is not None and hasattr(node, "get") else None
+        if node != want:
+            out.append(f"{path} is {node!r}, the export needs {want!r}")
+    return out
+
+
 def ensure_meters(client: stripe.StripeClient, sc: StripeConfig) -> list[SetupAction]:
     existing = meter_ids(client)
     actions = []
     for name in event_names(sc):
         found = existing.get(name)
+        if found:
+            problems = meter_mismatches(client.v1.billing.meters.retrieve(found[0]), sc)
+            if problems:
+                raise SetupError(
+                    f"meter {found[0]} for event {name!r} cannot be used: {'; '.join(problems)}."
+                    " A meter's settings cannot change: archive it in Stripe, or set another"
+                    " event name in [stripe]"
+                )
         if found and found[1] == "active":
             actions.append(SetupAction("meter", found[0], "exists", name))
         elif found:
