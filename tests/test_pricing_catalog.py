@@ -148,7 +148,9 @@ def test_non_usd_currency_prices_only_from_overrides() -> None:
 def test_version_is_content_hash_and_changes_with_overrides() -> None:
     a = Catalog.bundled()
     b = Catalog.bundled()
-    c = Catalog.bundled(overrides=(PriceOverride(provider="openai", model="gpt-4o", input_mtok="1"),))
+    c = Catalog.bundled(
+        overrides=(PriceOverride(provider="openai", model="gpt-4o", input_mtok="1", output_mtok="0"),)
+    )
     assert a.version == b.version != c.version
     assert len(a.content_hash) == 64 and a.content_hash.startswith(a.version)
     code = "from otel_aibill.pricing import Catalog; print(Catalog.bundled().version)"

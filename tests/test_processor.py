@@ -249,9 +249,7 @@ def test_shutdown_drains_everything(db: str) -> None:
 
 def test_config_given_as_a_toml_file(tmp_path: Path, db: str) -> None:
     toml = tmp_path / "aibill.toml"
-    toml.write_text(
-        '[[pricing.markup]]\nid = "std"\npercent = "50"\nfixed_fee = "0.001"\n', encoding="utf-8"
-    )
+    toml.write_text('[[pricing.markup]]\nid = "std"\npercent = "50"\nfixed_fee = "0.001"\n', encoding="utf-8")
     provider = TracerProvider()
     provider.add_span_processor(BillingSpanProcessor(db=db, config=str(toml)))
     with provider.get_tracer("app").start_as_current_span("chat", attributes={**CHAT, "user.id": "u1"}):
@@ -269,3 +267,21 @@ def test_float_money_in_config_is_refused(tmp_path: Path, db: str) -> None:
     toml.write_text('[[pricing.markup]]\nid = "std"\npercent = 12.5\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="not a float"):
         BillingSpanProcessor(db=db, config=toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[pricing.overrides]]\nprovider = "openai"\nmodel = "ft"\ninput_mtok = "1"\n', "output_mtok"),
+        ('[[pricing.markup]]\nid = "x"\npercent = "-150"\n', "percent"),
+        ('[[pricing.markup]]\nid = "x"\nfixed_fee = "-0.01"\n', "fixed_fee"),
+        ('[[pricing.overrides]]\nprovider = "o"\nmodel = "m"\ninput_mtok = "-1"\noutput_mtok = "0"\n', "inp"),
+    ],
+)
+def test_config_refuses_prices_that_would_bill_wrongly(tmp_path: Path, toml: str, message: str) -> None:
+    from otel_aibill.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

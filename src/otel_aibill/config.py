@@ -39,16 +39,20 @@ class AttributionConfig(_Strict):
 
 
 class PriceOverride(_Strict):
-    """A custom model or an override of a catalog price, per million tokens."""
+    """A custom model or an override of a catalog price, per million tokens.
+
+    Input and output prices are required (write "0" for a free side, e.g. embeddings' output):
+    a forgotten price must not quietly bill $0.
+    """
 
     provider: str
     model: str
     effective_from: datetime | None = None
-    input_mtok: Decimal = Decimal(0)
-    output_mtok: Decimal = Decimal(0)
-    cache_read_mtok: Decimal | None = None
-    cache_write_mtok: Decimal | None = None
-    request: Decimal | None = None  # flat price per request
+    input_mtok: Decimal = Field(ge=0)
+    output_mtok: Decimal = Field(ge=0)
+    cache_read_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_mtok: Decimal | None = Field(default=None, ge=0)
+    request: Decimal | None = Field(default=None, ge=0)  # flat price per request
     service_tier: str | None = None  # applies only to this served tier when set
 
     _v = field_validator(
@@ -66,9 +70,9 @@ class MarkupRule(_Strict):
     provider: str | None = None
     model: str | None = None
     customer: str | None = None
-    percent: Decimal = Decimal(0)
-    fixed_fee: Decimal = Decimal(0)
-    minimum: Decimal | None = None
+    percent: Decimal = Field(default=Decimal(0), ge=-100)  # a discount never makes a bill negative
+    fixed_fee: Decimal = Field(default=Decimal(0), ge=0)
+    minimum: Decimal | None = Field(default=None, ge=0)
 
     _v = field_validator("percent", "fixed_fee", "minimum", mode="before")(_no_float)
 
