@@ -67,11 +67,12 @@ def meter_mismatches(meter: Any, sc: StripeConfig) -> list[str]:
         "customer_mapping.type": "by_id",
         "value_settings.event_payload_key": sc.value_payload_key,
     }
+    data = meter.to_dict() if isinstance(meter, stripe.StripeObject) else meter
     out = []
     for path, want in wanted.items():
-        node: Any = meter
+        node: Any = data
         for part in path.split("."):
-            node = node.get(part) if node is not None and hasattr(node, "get") else None
+            node = node.get(part) if isinstance(node, dict) else None
         if node != want:
             out.append(f"{path} is {node!r}, the export needs {want!r}")
     return out
