@@ -108,3 +108,21 @@ def test_held_lists_reasons_and_releases_a_rejected_customer(
         still = runner.invoke(app, [*base, "held"]).output
         assert "no_stripe_mapping" in still and "rejected_customer" not in still
     store.close()
+
+
+def test_reconcile_when_stripe_refuses_the_key_is_an_error_not_a_mismatch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 1 means "the numbers differ"; a refused key must not look like that to a script."""
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[customers]\nacme = "cus_acme"\n', encoding="utf-8")
+    open_test_ledger(db).close()
+    runner, app = CliRunner(), _app()
+    with FakeStripe() as fake:
+        monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrong")
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_API_BASE", fake.api_base)
+        span = ["--from", "2025-01-01T00:00:00", "--to", "2025-01-02T00:00:00"]
+        result = runner.invoke(app, ["--db", db, "--config", str(cfg), "stripe", "reconcile", *span])
+        assert result.exit_code == 2, result.output
+        assert "Invalid API Key" in result.output

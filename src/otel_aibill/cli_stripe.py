@@ -141,8 +141,15 @@ def reconcile(
 
     cfg, sc = _settings(ctx)
     client = _client(sc, required=True)
+    import stripe
+
     ledger, store = _open(ctx)
-    lines = reconcile_range(ledger, store, client, cfg, sc, _time(start, "--from"), _time(end, "--to"))
+    t0, t1 = _time(start, "--from"), _time(end, "--to")
+    try:
+        lines = reconcile_range(ledger, store, client, cfg, sc, t0, t1)
+    except stripe.StripeError as exc:
+        # Exit 1 is kept for "the numbers differ"; Stripe not answering is a different failure.
+        raise _fail(f"Stripe: {exc.user_message or exc}") from exc
     table = Table("customer", "meter", "ledger units", "sent", "unsent", "stripe", "status")
     for ln in lines:
         table.add_row(
