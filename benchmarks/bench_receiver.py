@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/bench_receiver.py [--spans 300000] [--concurrency 8] [--long]
 
 Starts the server as a subprocess, sends 512-span requests of GenAI spans (~10 attributes each,
-every span unique) from client threads that each wait for the acknowledgement, and reports acked
-spans/s per transport next to a decode-only baseline (parse + read the needed attributes with the
-receiver's own decoder) of the same payload in the same run. ``--long`` sends 5M spans over gRPC
-and samples the server's RSS to show it stays flat.
+every span and response id unique) from client threads that each wait for the acknowledgement,
+and reports acked spans/s per transport next to a decode-only baseline (parse + read the needed
+attributes with the receiver's own decoder) of the same payload in the same run. ``--long`` sends
+5M spans over gRPC and samples the server's RSS to show it stays flat.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from otel_aibill.receiver.otlp_protobuf import decode_protobuf
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 MARK = b"\xa5\x5a\xa5\x5a\xa5\x5a\xa5\x5a"  # first 8 bytes of every trace id, replaced per request
+RESPONSE_MARK = "R" * 16  # part of every response id, replaced per request: provider ids are unique
 SPANS_PER_REQUEST = 512
 
 
@@ -68,7 +69,7 @@ def template() -> ts.ExportTraceServiceRequest:
                 _kv("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
                 _kv("gen_ai.usage.input_tokens", 1000 + i),
                 _kv("gen_ai.usage.output_tokens", 200),
-                _kv("gen_ai.response.id", f"chatcmpl-{i}"),
+                _kv("gen_ai.response.id", f"chatcmpl-{RESPONSE_MARK}-{i}"),
                 _kv("server.address", "api.openai.com"),
                 _kv("gen_ai.request.temperature", 0.7),
                 _kv("customer.id", f"cust-{i % 50}"),
@@ -129,10 +130,12 @@ class Payloads:
         self.json = json_template(self.req)
 
     def next_proto(self) -> bytes:
-        return self.proto.replace(MARK, random.randbytes(8))
+        unique = random.randbytes(8)
+        return self.proto.replace(MARK, unique).replace(RESPONSE_MARK.encode(), unique.hex().encode())
 
     def next_json(self) -> bytes:
-        return self.json.replace(MARK.hex(), random.randbytes(8).hex()).encode()
+        unique = random.randbytes(8).hex()
+        return self.json.replace(MARK.hex(), unique).replace(RESPONSE_MARK, unique).encode()
 
 
 def free_port() -> int:

@@ -132,13 +132,21 @@ class Pipeline:
         result.not_billable = dict(not_billable)
 
         # Pending rows whose trace customer is known now: named in this batch, or stored earlier
-        # (perhaps by another process). Both lookups are by trace id, so they stay cheap.
+        # (perhaps by another process). A trace customer the ledger just took is the one this
+        # batch named, so only traces with pending usage need asking the ledger.
         known: dict[str, str] = {}
-        resolve = set(appended.new_trace_customers) | pending_traces
-        if resolve:
-            known = self.ledger.trace_customers(resolve)
-            if known:
-                result.attributed_later = self._attribute(self.ledger.pending_attribution(known), known)
+        ask = set(pending_traces)
+        for trace_id in appended.new_trace_customers:
+            named = trace_customers.get(trace_id)
+            if named is None:
+                ask.add(trace_id)
+            else:
+                known[trace_id] = named
+        ask.difference_update(known)
+        if ask:
+            known.update(self.ledger.trace_customers(ask))
+        if known:
+            result.attributed_later = self._attribute(self.ledger.pending_attribution(known), known)
         result.pending = sum(1 for r in rows if r.usage.customer is None and r.usage.trace_id not in known)
         self.totals.add(result)
         return result

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from otel_aibill.semconv.record import slot_constructor
 from otel_aibill.usage import SpanView
+
+new_span_view = slot_constructor(SpanView)
+"""``SpanView(...)`` at about half the cost: both decoders build one per span."""
 
 MAX_ERROR_SAMPLES = 3
 """How many individual span errors the partial-success message quotes."""

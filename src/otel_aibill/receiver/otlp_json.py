@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids
+from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids, new_span_view
 from otel_aibill.usage import AttrValue, SpanView
 
 _HEX = frozenset("0123456789abcdef")
@@ -150,7 +150,7 @@ def _span(s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version
         raise _SpanError(f"name of span {span_id} is not a string")
     start = _get(s, "startTimeUnixNano", "start_time_unix_nano")
     end = _get(s, "endTimeUnixNano", "end_time_unix_nano")
-    return SpanView(
+    return new_span_view(
         trace_id,
         span_id,
         name,

@@ -19,8 +19,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError as _PbDecodeError
 from opentelemetry.proto.common.v1 import common_pb2
 
-from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids
-from otel_aibill.usage import AttrValue, SpanView
+from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids, new_span_view
+from otel_aibill.usage import AttrValue
 
 _PKG = "otel_aibill.otlp_view"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -191,7 +191,7 @@ def _spans(request: Any) -> Decoded:
                     out.reject(problem)
                     continue
                 append(
-                    SpanView(
+                    new_span_view(
                         trace_id,
                         span_id,
                         s.name,

@@ -29,8 +29,8 @@ def matches(scope_name: str) -> bool:
     return scope_name.startswith(SCOPE)
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    counts = genai.read_counts(attrs, KEYS)
+def read(attrs: Mapping[str, object], provider: str, keys: genai.TokenKeys = KEYS) -> Counts:
+    counts = genai.read_counts(attrs, keys)
     compaction_in = first_count(attrs, ("anthropic.usage.compaction.input_tokens",))
     compaction_out = first_count(attrs, ("anthropic.usage.compaction.output_tokens",))
     if compaction_in:

@@ -8,11 +8,24 @@ emitter of those names counts them as parts of the input/output totals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field, replace
 
 from .counts import Counts
-from .tokens import first_count
+from .tokens import token_value
+
+COUNT_FIELDS = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "cache_write_5m",
+    "cache_write_1h",
+    "reasoning",
+    "input_audio",
+    "output_audio",
+)
+"""``Counts`` fields, in the order they are read (the first unusable value is the one reported)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +41,23 @@ class TokenKeys:
     reasoning: tuple[str, ...] = ()
     input_audio: tuple[str, ...] = ()
     output_audio: tuple[str, ...] = ()
+    items: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
+    """(count, names) for the counts that have names, in field order: what ``read_counts`` walks."""
+
+    def __post_init__(self) -> None:
+        items = tuple((name, names) for name in COUNT_FIELDS if (names := getattr(self, name)))
+        object.__setattr__(self, "items", items)
 
     def extend(self, **more: tuple[str, ...]) -> TokenKeys:
         """These keys with ``more`` names appended (as fallbacks) per field."""
-        return replace(self, **{field: getattr(self, field) + names for field, names in more.items()})
+        return replace(self, **{name: getattr(self, name) + names for name, names in more.items()})
+
+    def present(self, keys: Container[str]) -> TokenKeys:
+        """Only the names in ``keys``, in the same order: reading an absent name finds nothing,
+        so for spans with those keys the result reads the same counts with fewer lookups."""
+        return TokenKeys(
+            **{name: tuple(k for k in getattr(self, name) if k in keys) for name in COUNT_FIELDS}
+        )
 
 
 KEYS = TokenKeys(
@@ -48,19 +74,20 @@ KEYS = TokenKeys(
 
 
 def read_counts(attrs: Mapping[str, object], keys: TokenKeys) -> Counts:
-    """The counts under ``keys``; raises InvalidUsage for a present but unusable value."""
-    return Counts(
-        input=first_count(attrs, keys.input),
-        output=first_count(attrs, keys.output),
-        cache_read=first_count(attrs, keys.cache_read) or 0,
-        cache_write=first_count(attrs, keys.cache_write) or 0,
-        cache_write_5m=first_count(attrs, keys.cache_write_5m) or 0,
-        cache_write_1h=first_count(attrs, keys.cache_write_1h) or 0,
-        reasoning=first_count(attrs, keys.reasoning) or 0,
-        input_audio=first_count(attrs, keys.input_audio) or 0,
-        output_audio=first_count(attrs, keys.output_audio) or 0,
-    )
+    """The counts under ``keys``; raises InvalidUsage for a present but unusable value.
+
+    For each count the first name present counts; a count nobody reported keeps the ``Counts``
+    default (None for the two totals, 0 for the parts).
+    """
+    counts = Counts()
+    for name, names in keys.items:
+        for key in names:
+            value = attrs.get(key)
+            if value is not None:
+                setattr(counts, name, token_value(key, value))
+                break
+    return counts
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    return read_counts(attrs, KEYS)
+def read(attrs: Mapping[str, object], provider: str, keys: TokenKeys = KEYS) -> Counts:
+    return read_counts(attrs, keys)

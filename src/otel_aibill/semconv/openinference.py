@@ -8,7 +8,7 @@ provider is ``llm.provider`` when known, else ``llm.system``. No response id is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from . import genai
 from .counts import Counts
@@ -31,9 +31,9 @@ REQUEST_MODEL_KEYS = ("llm.request.model_name",)
 PROVIDER_KEYS = ("llm.provider", "llm.system")
 
 
-def matches(attrs: Mapping[str, object]) -> bool:
+def matches(attrs: Container[str]) -> bool:
     return "openinference.span.kind" in attrs or "llm.token_count.prompt" in attrs
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    return genai.read_counts(attrs, KEYS)
+def read(attrs: Mapping[str, object], provider: str, keys: genai.TokenKeys = KEYS) -> Counts:
+    return genai.read_counts(attrs, keys)

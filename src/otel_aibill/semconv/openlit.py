@@ -18,8 +18,11 @@ def matches(scope_name: str) -> bool:
     return scope_name.startswith("openlit")
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    counts = genai.read_counts(attrs, genai.KEYS)
+KEYS = genai.KEYS
+
+
+def read(attrs: Mapping[str, object], provider: str, keys: genai.TokenKeys = KEYS) -> Counts:
+    counts = genai.read_counts(attrs, keys)
     if provider == "anthropic" and counts.input is not None:
         counts.input += counts.cache_read + counts.cache_write
     return counts

@@ -39,5 +39,5 @@ def is_run_span(name: str, attrs: Mapping[str, object]) -> bool:
     return name.startswith(("invoke_agent", "agent run")) or any(key in attrs for key in _RUN_SPAN_KEYS)
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    return genai.read_counts(attrs, KEYS)
+def read(attrs: Mapping[str, object], provider: str, keys: genai.TokenKeys = KEYS) -> Counts:
+    return genai.read_counts(attrs, keys)

@@ -61,6 +61,8 @@ def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     """The first non-empty string value among ``keys``; other types are ignored."""
     for key in keys:
         value = attrs.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        if isinstance(value, str):
+            value = value.strip()
+            if value:
+                return value
     return None

@@ -11,7 +11,7 @@ and the operation rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 
 from . import genai
 from .counts import Counts
@@ -40,9 +40,9 @@ _MARKERS = ("llm.request.type", "llm.usage.total_tokens", "gen_ai.is_streaming",
 KEYS = genai.KEYS
 
 
-def matches(scope_name: str, attrs: Mapping[str, object]) -> bool:
+def matches(scope_name: str, attrs: Container[str]) -> bool:
     return scope_name.startswith(_SCOPES) or any(key in attrs for key in _MARKERS)
 
 
-def read(attrs: Mapping[str, object], provider: str) -> Counts:
-    return genai.read_counts(attrs, KEYS)
+def read(attrs: Mapping[str, object], provider: str, keys: genai.TokenKeys = KEYS) -> Counts:
+    return genai.read_counts(attrs, keys)

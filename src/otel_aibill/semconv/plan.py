@@ -1,0 +1,150 @@
+"""What to read from a span, decided once per attribute *key set* instead of once per span.
+
+Everything extraction decides from which keys a span has (is it GenAI at all, aggregated usage,
+which convention wrote it, which of the fallback names for each field are there) depends only on
+the scope and the keys, and the spans of one instrumentation all carry the same keys in the same
+order. So the decisions are cached under ``(scope, tuple(keys))``; per span only the values are
+read, through the names known to be present. Reading an absent name finds nothing, so dropping
+the absent names from a fallback list reads exactly what the full list reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from . import anthropic_sdk, genai, openinference, openlit, pydantic_ai, traceloop
+from .counts import Counts
+from .genai import TokenKeys
+
+Reader = Callable[[Mapping[str, object], str, TokenKeys], Counts]
+
+GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
+AGGREGATED_PREFIX = "gen_ai.aggregated_usage."
+
+RESPONSE_MODEL_KEYS = ("gen_ai.response.model", *openinference.RESPONSE_MODEL_KEYS)
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", *openinference.REQUEST_MODEL_KEYS)
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", *openinference.PROVIDER_KEYS)
+ADDRESS_KEYS = ("server.address", "gen_ai.openai.api_base", "url.full")
+SERVED_TIER_KEYS = (
+    "gen_ai.response.service_tier",
+    "openai.response.service_tier",
+    "gen_ai.openai.response.service_tier",
+    "anthropic.response.service_tier",
+)
+REQUESTED_TIER_KEYS = (
+    "gen_ai.request.service_tier",
+    "openai.request.service_tier",
+    "gen_ai.openai.request.service_tier",
+    "anthropic.request.service_tier",
+)
+RESPONSE_ID_KEYS = ("gen_ai.response.id", "llm.response.id")
+SERVER_ADDRESS_KEYS = ("server.address",)
+# Scopes that name their provider when the span does not.
+SCOPE_PROVIDERS = (
+    (anthropic_sdk.SCOPE, "anthropic"),
+    ("openinference.instrumentation.anthropic", "anthropic"),
+    ("opentelemetry.instrumentation.anthropic", "anthropic"),
+    ("openinference.instrumentation.openai", "openai"),
+    ("opentelemetry.instrumentation.openai", "openai"),
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """The key-only decisions for one (scope, key set); see the module doc."""
+
+    is_genai: bool
+    aggregated_key: str | None
+    convention: str = ""
+    reader: Reader = genai.read
+    token_keys: TokenKeys = genai.KEYS
+    response_model: tuple[str, ...] = ()
+    request_model: tuple[str, ...] = ()
+    provider: tuple[str, ...] = ()
+    scope_provider: str | None = None
+    address: tuple[str, ...] = ()
+    served_tier: tuple[str, ...] = ()
+    requested_tier: tuple[str, ...] = ()
+    response_id: tuple[str, ...] = ()
+    server_address: tuple[str, ...] = ()
+
+
+def _scan(keys: tuple[str, ...]) -> tuple[bool, str | None]:
+    """(any GenAI/LLM key, first aggregated-usage key)."""
+    genai_seen = False
+    for key in keys:
+        if key.startswith(GENAI_PREFIXES):
+            if key.startswith(AGGREGATED_PREFIX):
+                return True, key
+            genai_seen = True
+    return genai_seen, None
+
+
+def _adapter(scope: str, attrs: Container[str]) -> tuple[str, Reader, TokenKeys]:
+    if openinference.matches(attrs):
+        return "openinference", openinference.read, openinference.KEYS
+    if anthropic_sdk.matches(scope):
+        return "anthropic-sdk", anthropic_sdk.read, anthropic_sdk.KEYS
+    if pydantic_ai.matches(scope):
+        return "pydantic-ai", pydantic_ai.read, pydantic_ai.KEYS
+    if openlit.matches(scope):
+        return "openlit", openlit.read, openlit.KEYS
+    if traceloop.matches(scope, attrs):
+        return "traceloop", traceloop.read, traceloop.KEYS
+    return "genai", genai.read, genai.KEYS
+
+
+def make_plan(scope: str, keys: tuple[str, ...]) -> Plan:
+    is_genai, aggregated_key = _scan(keys)
+    if not is_genai or aggregated_key is not None:
+        return Plan(is_genai, aggregated_key)
+    present = frozenset(keys)
+
+    def have(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(k for k in names if k in present)
+
+    convention, reader, token_keys = _adapter(scope, present)
+    return Plan(
+        is_genai=True,
+        aggregated_key=None,
+        convention=convention,
+        reader=reader,
+        token_keys=token_keys.present(present),
+        response_model=have(RESPONSE_MODEL_KEYS),
+        request_model=have(REQUEST_MODEL_KEYS),
+        provider=have(PROVIDER_KEYS),
+        scope_provider=next((name for prefix, name in SCOPE_PROVIDERS if scope.startswith(prefix)), None),
+        address=have(ADDRESS_KEYS),
+        served_tier=have(SERVED_TIER_KEYS),
+        requested_tier=have(REQUESTED_TIER_KEYS),
+        response_id=have(RESPONSE_ID_KEYS),
+        server_address=have(SERVER_ADDRESS_KEYS),
+    )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(dict[K, V], Generic[K, V]):
+    """A pure function's results by argument; emptied when full so memory stays bounded."""
+
+    __slots__ = ("_fn", "_limit")
+
+    def __init__(self, fn: Callable[[K], V], limit: int = 4096) -> None:
+        super().__init__()
+        self._fn = fn
+        self._limit = limit
+
+    def __missing__(self, key: K) -> V:
+        value = self._fn(key)
+        if len(self) >= self._limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+plans: Memo[tuple[str, tuple[str, ...]], Plan] = Memo(lambda key: make_plan(*key))
+"""(scope, attribute keys in order) → Plan."""
