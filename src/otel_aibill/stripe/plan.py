@@ -66,6 +66,7 @@ class EventDraft:
     timestamp: int  # unix seconds, inside the window
     amount: Decimal  # true total of the members, in meter units
     value: int  # what is sent: floor(carry + amount)
+    members: tuple[int, ...] = ()  # ledger seqs summed into it (audit, and what a take-back holds)
 
     def payload(self, sc: StripeConfig) -> dict[str, str]:
         body = {sc.customer_payload_key: self.stripe_customer, sc.value_payload_key: str(self.value)}
@@ -120,10 +121,66 @@ def event_identifier(batch_id: str, key: tuple[str, str, Dims, int]) -> str:
     return f"oab-{batch_id}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 
+_CACHE_KINDS = frozenset({"cache_read", "cache_write"})
+
+
+def _parts(row: ExportRow, cache: bool) -> dict[str, int]:
+    return dict(token_types(row, (row.provider,) if cache else ()))
+
+
+def _build(row: ExportRow, parts: Mapping[str, int], cache: bool, cache_write: int) -> ExportRow:
+    """A copy of ``row`` whose token types are exactly ``parts``.
+
+    Without separate cache types, cache writes are part of ``input`` and ride along with it.
+    """
+    cache_read = parts.get("cache_read" if cache else "cached_input", 0)
+    cache_write = parts.get("cache_write", 0) if cache else cache_write
+    input_tokens = parts.get("input", 0) + cache_read + (cache_write if cache else 0)
+    return ExportRow(
+        row.seq,
+        row.customer,
+        row.stripe_customer,
+        row.start_ns,
+        row.provider,
+        row.model,
+        row.currency,
+        row.billed,
+        input_tokens,
+        parts.get("output", 0),
+        cache_read,
+        cache_write,
+    )
+
+
+def restrict_tokens(row: ExportRow, keep: Iterable[str], kinds: Iterable[str]) -> ExportRow:
+    """The part of a row made of the token types ``keep``; ``kinds`` are all the types it was sent as.
+
+    A rejected customer's events can be taken back while other events of the same row (its
+    other token types) stay counted; only the taken-back types may be sent again. Which split
+    applies (separate cache types or not) is read from ``kinds``, so no setting is needed.
+    """
+    keep, cache = set(keep), bool(_CACHE_KINDS & set(kinds))
+    parts = _parts(row, cache)
+    kept = {k: n for k, n in parts.items() if k in keep}
+    if kept == parts:
+        return row
+    cache_write = row.cache_write_tokens if cache or "input" in keep else 0
+    return _build(row, kept, cache, cache_write)
+
+
+def merge_tokens(a: ExportRow, b: ExportRow, kinds: Iterable[str]) -> ExportRow:
+    """Two held parts of the same row as one (each token type counted once)."""
+    cache = bool(_CACHE_KINDS & set(kinds))
+    pa, pb = _parts(a, cache), _parts(b, cache)
+    parts = {k: max(pa.get(k, 0), pb.get(k, 0)) for k in pa.keys() | pb.keys()}
+    return _build(a, parts, cache, max(a.cache_write_tokens, b.cache_write_tokens))
+
+
 @dataclass(slots=True)
 class _Group:
     amount: Decimal
     last_ts: int
+    members: list[int]
 
 
 def plan_batch(
@@ -145,10 +202,11 @@ def plan_batch(
             key = (row.stripe_customer, m.event_name, m.dims, win)
             group = groups.get(key)
             if group is None:
-                groups[key] = _Group(m.amount, ts)
+                groups[key] = _Group(m.amount, ts, [row.seq])
             else:
                 group.amount += m.amount
                 group.last_ts = max(group.last_ts, ts)
+                group.members.append(row.seq)
     changed: dict[CarryKey, Decimal] = {}
     events = []
     for key in sorted(groups):
@@ -166,6 +224,7 @@ def plan_batch(
                 timestamp=min(group.last_ts, now_s),
                 amount=group.amount,
                 value=value,
+                members=tuple(group.members),
             )
         )
     return events, changed

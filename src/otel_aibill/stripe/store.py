@@ -18,19 +18,21 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from otel_aibill.stripe.plan import CarryKey, Dims, EventDraft, ExportRow
+from otel_aibill.stripe.plan import CarryKey, Dims, EventDraft, ExportRow, merge_tokens, restrict_tokens
 
 DEAD_LETTER_BATCH = "stripe-dead-letter"
 """The ledger export batch of rows held back from Stripe (see ``stripe_dead_letter``)."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _ROW_COLS = (
     "seq, customer, stripe_customer, start_ns, provider, model, currency, billed, "
     "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
 )
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+Step = str | Callable[[sqlite3.Cursor], None]
+
+_MIGRATIONS: dict[int, tuple[Step, ...]] = {
     1: (
         "CREATE TABLE stripe_batch (batch_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL,"
         " api TEXT NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL)",
@@ -70,7 +72,46 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "CREATE TABLE stripe_lease (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL)",
     ),
+    3: (
+        "CREATE TABLE stripe_event_row (identifier TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " PRIMARY KEY (identifier, seq))",
+        lambda cur: _backfill_members(cur),
+    ),
 }
+
+
+def _backfill_members(cur: sqlite3.Cursor) -> None:
+    """Membership of events finalized before it was recorded, derived from their batch's rows.
+
+    A row belongs to the event of its batch with the same customer, meter and model whose window
+    is the latest one starting at or before the row: exact without knowing the window length.
+    Token types are not told apart (a row may be listed under a type it has none of), which only
+    widens the audit and changes no amount held.
+    """
+    starts: dict[tuple[str, str, str, str], list[tuple[int, str]]] = {}
+    for ident, batch, customer, name, dims, start in cur.execute(
+        "SELECT identifier, batch_id, stripe_customer, event_name, dims, window_start FROM stripe_event"
+    ).fetchall():
+        starts.setdefault((batch, customer, name, dims), []).append((start, ident))
+    by_batch: dict[tuple[str, str], list[tuple[str, str, list[tuple[int, str]]]]] = {}
+    for (batch, customer, name, dims), found in starts.items():
+        by_batch.setdefault((batch, customer), []).append((name, dims, sorted(found)))
+    members: list[tuple[str, int]] = []
+    for (batch, customer), keys in by_batch.items():
+        for seq, start_ns, provider, model in cur.execute(
+            "SELECT seq, start_ns, provider, model FROM stripe_batch_row"
+            " WHERE batch_id = ? AND stripe_customer = ?",
+            (batch, customer),
+        ).fetchall():
+            ts = start_ns // 1_000_000_000
+            for _name, dims, found in keys:
+                wanted = dict(_dims(dims)).get("model")
+                if wanted is not None and wanted != f"{provider}/{model}":
+                    continue
+                before = [ident for start, ident in found if start <= ts]
+                if before:
+                    members.append((before[-1], seq))
+    cur.executemany("INSERT OR IGNORE INTO stripe_event_row (identifier, seq) VALUES (?, ?)", members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +259,11 @@ class ExportStore:
             cur.execute("CREATE TABLE IF NOT EXISTS stripe_schema_version (version INTEGER NOT NULL)")
             found = cur.execute("SELECT MAX(version) FROM stripe_schema_version").fetchone()[0] or 0
             for version in sorted(v for v in _MIGRATIONS if v > found):
-                for stmt in _MIGRATIONS[version]:
-                    cur.execute(stmt)
+                for step in _MIGRATIONS[version]:
+                    if isinstance(step, str):
+                        cur.execute(step)
+                    else:
+                        step(cur)
                 cur.execute("INSERT INTO stripe_schema_version (version) VALUES (?)", (version,))
 
     class _Tx:
@@ -318,7 +362,10 @@ class ExportStore:
             f"INSERT INTO stripe_dead_letter ({_ROW_COLS}, reason, detail, state, created_at)"
             f" VALUES ({', '.join('?' * 12)}, ?, ?, 'open', ?)"
             " ON CONFLICT (seq) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
-            " stripe_customer = excluded.stripe_customer, state = 'open', resolved_batch = NULL",
+            " stripe_customer = excluded.stripe_customer, input_tokens = excluded.input_tokens,"
+            " output_tokens = excluded.output_tokens, cache_read_tokens = excluded.cache_read_tokens,"
+            " cache_write_tokens = excluded.cache_write_tokens, billed = excluded.billed,"
+            " state = 'open', resolved_batch = NULL",
             [(*_row_values(d.row), d.reason, d.detail, d.created_at) for d in dead],
         )
 
@@ -382,6 +429,10 @@ class ExportStore:
                     )
                     for e in events
                 ],
+            )
+            cur.executemany(
+                "INSERT INTO stripe_event_row (identifier, seq) VALUES (?, ?)",
+                [(e.identifier, seq) for e in events for seq in e.members],
             )
             self._put_carry(cur, carry)
             cur.execute("UPDATE stripe_batch SET state = 'open' WHERE batch_id = ?", (batch_id,))
@@ -519,16 +570,57 @@ class ExportStore:
                 " WHERE identifier = ?",
                 [(code, message, ev.identifier) for ev in events],
             )
-            batches = sorted({ev.batch_id for ev in events})
-            dead: list[DeadLetter] = []
-            for batch in batches:
-                for values in cur.execute(
-                    f"SELECT {_ROW_COLS} FROM stripe_batch_row WHERE batch_id = ? AND stripe_customer = ?",
-                    (batch, stripe_customer),
-                ).fetchall():
-                    dead.append(DeadLetter(_row(values), "rejected_customer", f"{code}: {message}", now))
+            dead = self._held_parts(cur, events, f"{code}: {message}", now)
             self._put_dead(cur, dead)
             return len(events)
+
+    def _held_parts(
+        self, cur: sqlite3.Cursor, events: Sequence[StoredEvent], detail: str, now: int
+    ) -> list[DeadLetter]:
+        """The rows of the events taken back, each reduced to the parts those events counted.
+
+        Rows (or token types of a row) of events that stay counted are not held: sending them
+        again after the customer is released would bill them twice.
+        """
+        taken: dict[tuple[str, int], set[str | None]] = {}
+        for ev in events:
+            kind = dict(ev.dims).get("token_type")
+            for (seq,) in cur.execute(
+                "SELECT seq FROM stripe_event_row WHERE identifier = ?", (ev.identifier,)
+            ).fetchall():
+                taken.setdefault((ev.batch_id, seq), set()).add(kind)
+        held: dict[int, tuple[ExportRow, set[str]]] = {}
+        for (batch, seq), kinds in sorted(taken.items()):
+            values = cur.execute(
+                f"SELECT {_ROW_COLS} FROM stripe_batch_row WHERE batch_id = ? AND seq = ?", (batch, seq)
+            ).fetchone()
+            if values is None:
+                continue
+            row, every = _row(values), set[str]()
+            if None not in kinds:  # tokens mode: the row may also be in events that stay counted
+                every = {
+                    dict(_dims(d)).get("token_type", "")
+                    for (d,) in cur.execute(
+                        "SELECT e.dims FROM stripe_event_row m JOIN stripe_event e"
+                        " ON e.identifier = m.identifier WHERE m.seq = ? AND e.batch_id = ?",
+                        (seq, batch),
+                    ).fetchall()
+                }
+                row = restrict_tokens(row, {k for k in kinds if k is not None}, every)
+                if seq not in held:
+                    found = cur.execute(
+                        f"SELECT {_ROW_COLS} FROM stripe_dead_letter WHERE seq = ? AND state = 'open'"
+                        " AND reason = 'rejected_customer'",
+                        (seq,),
+                    ).fetchone()
+                    if found is not None:  # another part of it is already held: hold both
+                        held[seq] = (_row(found), every)
+                if seq in held:
+                    other, seen = held[seq]
+                    every |= seen
+                    row = merge_tokens(row, other, every)
+            held[seq] = (row, every)
+        return [DeadLetter(row, "rejected_customer", detail, now) for row, _ in held.values()]
 
     def clear_rejections(self, stripe_customer: str | None = None) -> int:
         with self._tx() as cur:
@@ -550,26 +642,14 @@ class ExportStore:
 
     # -- audit ------------------------------------------------------------------------------
 
-    def event_members(self, identifier: str, window_seconds: int) -> list[int]:
+    def event_members(self, identifier: str) -> list[int]:
         """Ledger row seqs summed into an event (the audit trail from invoice to spans)."""
-        ev = self.event(identifier)
-        if ev is None:
-            return []
-        params: list[Any] = [
-            ev.batch_id,
-            ev.stripe_customer,
-            ev.window_start * 1_000_000_000,
-            (ev.window_start + window_seconds) * 1_000_000_000,
+        return [
+            r[0]
+            for r in self._query(
+                "SELECT seq FROM stripe_event_row WHERE identifier = ? ORDER BY seq", (identifier,)
+            )
         ]
-        sql = (
-            "SELECT seq FROM stripe_batch_row WHERE batch_id = ? AND stripe_customer = ?"
-            " AND start_ns >= ? AND start_ns < ?"
-        )
-        model = dict(ev.dims).get("model")
-        if model is not None:
-            sql += " AND provider || '/' || model = ?"
-            params.append(model)
-        return [r[0] for r in self._query(sql + " ORDER BY seq", params)]
 
     # -- webhook ----------------------------------------------------------------------------
 
