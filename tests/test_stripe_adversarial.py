@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from fakestripe.support import client_for, priced
 from otel_aibill.stripe import ExportStore, StripeExporter
 from otel_aibill.stripe.plan import token_types
 from otel_aibill.stripe.setup import SetupError, ensure_meters
+from otel_aibill.stripe.store import StoredEvent
+from otel_aibill.stripe.transport import Outcome, SendResult, isolate, rfc3339
 from otel_aibill.stripe.webhook import webhook_route
 from test_stripe_export import Harness, make_rows, settings
 
@@ -258,3 +262,101 @@ def test_store_migration_records_membership_of_events_finalized_before_it(tmp_pa
         again = ExportStore(h.url)
         assert again.schema_version == 3
         assert {i: again.event_members(i) for i in before} == before
+
+
+class _Stop(Exception):
+    pass
+
+
+def _finalize_only(h: Harness) -> list[Any]:
+    """Plan and persist a batch without sending it; its events, pending."""
+
+    def hook(point: str, ids: Any) -> None:
+        if point == "finalized":
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        h.exporter(hook=hook).run_once()
+    pending = h.store.events(states=["pending"])
+    assert len(pending) > 8
+    return pending
+
+
+def test_v2_duplicate_in_a_chunk_is_isolated_not_taken_for_the_whole_chunk(tmp_path: Path) -> None:
+    """One event of a chunk reached Stripe before (its answer was lost). A 400 duplicate_meter_event
+    for the request refuses all of it: taken for every event, the others would never be sent."""
+    with FakeStripe(stream_sync_errors=True) as fake:
+        h = Harness(tmp_path, fake, settings(api="v2"))
+        h.add(make_rows(int(fake.clock()), n=40))
+        pending = _finalize_only(h)
+        delivered = pending[len(pending) // 3]
+        # Delivered by an earlier, differently composed request (so under another idempotency key).
+        token = h.client.v2.billing.meter_event_session.create().authentication_token
+        body = {
+            "event_name": delivered.event_name,
+            "identifier": delivered.identifier,
+            "timestamp": rfc3339(delivered.timestamp),
+            "payload": delivered.payload(h.sc.customer_payload_key, h.sc.value_payload_key),
+        }
+        h.client.v2.billing.meter_event_stream.create(
+            {"events": [body]},  # type: ignore[list-item]
+            {"api_key": token, "idempotency_key": "an-earlier-request"},
+        )
+        exp = h.exporter()
+        report = exp.run_once()
+        assert report.events_already_in_stripe == 1
+        assert report.events_sent == len(pending) - 1
+        assert h.store.events(states=["error", "pending"]) == []
+        h.check()
+
+
+def test_v2_one_bad_event_in_a_chunk_is_the_only_one_marked(tmp_path: Path) -> None:
+    with FakeStripe(stream_sync_errors=True) as fake:
+        h = Harness(tmp_path, fake, settings(api="v2"))
+        h.add(make_rows(int(fake.clock()), n=40))
+        pending = _finalize_only(h)
+        bad = pending[-2]
+        h.store._conn.execute("UPDATE stripe_event SET value = -5 WHERE identifier = ?", (bad.identifier,))
+        report = h.exporter().run_once()
+        [marked] = h.store.events(states=["error"])
+        assert (marked.identifier, marked.error_code) == (bad.identifier, "payload_invalid_value")
+        assert report.events_sent == len(pending) - 1 and report.rejected == 1
+        # Halving: one bad event costs about 2·log2(n) requests, not one per event.
+        assert report.requests <= 2 * math.ceil(math.log2(len(pending))) + 1
+        sent = h.store.events(states=["sent"])
+        by_customer: dict[str, int] = {}
+        for e in sent:
+            by_customer[e.stripe_customer] = by_customer.get(e.stripe_customer, 0) + e.value
+        assert fake.totals(h.sc.cost_event_name) == by_customer
+
+
+def test_isolate_sends_a_lone_event_once_and_keeps_meter_errors_of_one_name_whole() -> None:
+    events = [_stored(i, "aibill_cost") for i in range(8)]
+    calls: list[int] = []
+
+    def meter_down(evs: Any) -> SendResult:
+        calls.append(len(evs))
+        return SendResult(Outcome.METER, "archived_meter", "archived", 400)
+
+    assert [len(p) for p, _ in isolate(events, meter_down)] == [8] and calls == [8]
+    calls.clear()
+
+    def refuse_all(evs: Any) -> SendResult:
+        calls.append(len(evs))
+        return SendResult(Outcome.REJECTED, "invalid_request", "bad", 400)
+
+    parts = list(isolate(events, refuse_all))
+    assert [len(p) for p, _ in parts] == [1] * 8 and len(calls) == 15
+    calls.clear()
+
+    def not_found(evs: Any) -> SendResult:  # not a 400: about the request, not its events
+        calls.append(len(evs))
+        return SendResult(Outcome.REJECTED, "resource_missing", "no such path", 404)
+
+    assert [len(p) for p, _ in isolate(events, not_found)] == [8] and calls == [8]
+
+
+def _stored(i: int, name: str) -> StoredEvent:
+    return StoredEvent(
+        f"id-{i}", "b", 0, "cus_a", name, (), 0, 0, Decimal(1), 1, "pending", 0, None, None, None, None
+    )

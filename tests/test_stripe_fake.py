@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -160,3 +161,43 @@ def test_cancel_adjustment_within_24h_only(env: Any) -> None:
         client.v1.billing.meter_event_adjustments.create(
             {"event_name": "aibill_cost", "type": "cancel", "cancel": {"identifier": "y"}}
         )
+
+
+def _stream_event(fake: FakeStripe, ident: str, value: str = "1") -> dict[str, Any]:
+    ts = int(fake.clock()) - 60
+    return {
+        "event_name": "aibill_cost",
+        "identifier": ident,
+        "timestamp": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "payload": {"stripe_customer_id": "cus_a", "value": value},
+    }
+
+
+@pytest.mark.parametrize("sync_errors", [False, True])
+def test_stream_validates_asynchronously_unless_asked_for_sync_errors(sync_errors: bool) -> None:
+    """As documented, the stream answers ``{}`` and reports bad events later; the opt-in mode refuses
+    the whole request with the sync endpoint's 400 for its first bad event and records nothing."""
+    with FakeStripe(stream_sync_errors=sync_errors) as fake:
+        sc = StripeConfig(timeout=5, max_network_retries=0)
+        client = client_for(fake, sc)
+        ensure_meters(client, sc)
+        fake.add_customer("cus_a")
+        token = client.v2.billing.meter_event_session.create().authentication_token
+        client.v2.billing.meter_event_stream.create(
+            {"events": [_stream_event(fake, "a")]}, {"api_key": token}
+        )
+        for bad, code in (
+            (_stream_event(fake, "a"), "duplicate_meter_event"),
+            (_stream_event(fake, "c", "-3"), "payload_invalid_value"),
+        ):
+            events = [_stream_event(fake, "b"), bad]
+            if not sync_errors:
+                client.v2.billing.meter_event_stream.create({"events": events}, {"api_key": token})
+                continue
+            with pytest.raises(stripe.StripeError) as err:
+                client.v2.billing.meter_event_stream.create({"events": events}, {"api_key": token})
+            assert (err.value.http_status, err.value.code) == (400, code)
+        counted = fake.counted_identifiers("aibill_cost")
+        assert sorted(counted) == (["a"] if sync_errors else ["a", "b"])
+        reported = {r.identifier: r.code for r in fake.state.error_reports}
+        assert reported == ({} if sync_errors else {"c": "meter_event_invalid_value"})

@@ -103,10 +103,15 @@ class FakeStripe:
     """Start with ``with FakeStripe() as fake:``; ``fake.api_base`` / ``fake.meter_events_base``."""
 
     def __init__(
-        self, *, clock: Clock | None = None, faults: Faults | None = None, hold: float = 0.0
+        self,
+        *,
+        clock: Clock | None = None,
+        faults: Faults | None = None,
+        hold: float = 0.0,
+        stream_sync_errors: bool = False,
     ) -> None:
         self.clock = clock or Clock()
-        self.state = StripeState(self.clock)
+        self.state = StripeState(self.clock, stream_sync_errors=stream_sync_errors)
         self.faults = faults or Faults()
         self.hold = hold  # seconds a meter event write keeps its (customer, meter) busy
         self.idempotency: dict[str, _Stored] = {}

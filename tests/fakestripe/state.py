@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from fakestripe.spec import v1_error, v2_error
+from fakestripe.spec import RequestError, v1_error, v2_error
 
 DAY = 86400
 DEDUPE_WINDOW = DAY
@@ -120,6 +120,7 @@ class StripeState:
     undelivered: list[str] = field(default_factory=list)
     error_reports: list[ErrorReport] = field(default_factory=list)
     in_flight: set[tuple[str, str]] = field(default_factory=set)
+    stream_sync_errors: bool = False  # see ``record_stream``
     accepted_requests: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -171,74 +172,97 @@ class StripeState:
             return "timestamp_in_future"
         return None
 
+    def _v2_problem(
+        self, event_name: str, identifier: str | None, payload: dict[str, str], ts: int | None
+    ) -> RequestError | None:
+        """The 400s ``POST /v2/billing/meter_events`` documents (its ``x-stripeErrors``)."""
+        meter = self.active_meter(event_name)
+        if meter is None:
+            code = "archived_meter" if self.any_meter(event_name) else "no_meter"
+            return v2_error(f"No active meter for event_name {event_name}", code)
+        if identifier and self._dup(identifier):
+            return v2_error(f"An event already exists with identifier {identifier}.", "duplicate_meter_event")
+        if meter.customer_key not in payload:
+            return v2_error(
+                "The payload must have a reference to the customer.", "payload_no_customer_defined"
+            )
+        if meter.value_key not in payload:
+            return v2_error("The payload must have a value.", "payload_no_value_defined")
+        if not re.fullmatch(r"\d+", payload[meter.value_key]):
+            return v2_error("The value must be a positive integer.", "payload_invalid_value")
+        problem = self._time_error(int(self.clock()) if ts is None else ts)
+        return v2_error(problem, problem) if problem else None
+
+    def _accept(
+        self, event_name: str, identifier: str | None, payload: dict[str, str], ts: int | None
+    ) -> MeterEvent:
+        meter = self.active_meter(event_name)
+        assert meter is not None
+        now = int(self.clock())
+        ev = MeterEvent(
+            identifier or new_id("evt_ident"), event_name, dict(payload), now if ts is None else ts, now
+        )
+        self._async_customer_check(ev, meter)
+        self.events[ev.identifier] = ev
+        self.log.append(ev)
+        return ev
+
     def record_sync(
         self, event_name: str, identifier: str | None, payload: dict[str, str], ts: int | None, v2: bool
     ) -> MeterEvent:
         """v1 meter_events and v2 meter_events: shape and meter checked now, customer later."""
         with self.lock:
+            if v2:
+                problem = self._v2_problem(event_name, identifier, payload, ts)
+                if problem:
+                    raise problem
+                return self._accept(event_name, identifier, payload, ts)
             meter = self.active_meter(event_name)
             if meter is None:
                 inactive = self.any_meter(event_name)
-                if v2:
-                    code = "archived_meter" if inactive else "no_meter"
-                    raise v2_error(f"No active meter for event_name {event_name}", code)
                 raise v1_error(
                     f"No active meter found for event_name `{event_name}`"
                     + (" (the meter is inactive)." if inactive else "."),
                     code="resource_missing",
                     param="event_name",
                 )
-            identifier = identifier or new_id("evt_ident")
-            if self._dup(identifier):
-                if v2:
-                    raise v2_error(
-                        f"An event already exists with identifier {identifier}.", "duplicate_meter_event"
-                    )
+            if identifier and self._dup(identifier):
                 raise v1_error(
                     f"An event already exists with identifier {identifier}.",
                     code="resource_already_exists",
                     param="identifier",
                 )
             if meter.customer_key not in payload:
-                if v2:
-                    raise v2_error(
-                        "The payload must have a reference to the customer.", "payload_no_customer_defined"
-                    )
                 raise v1_error(f"Missing `{meter.customer_key}` in payload", param="payload")
             if meter.value_key not in payload:
-                if v2:
-                    raise v2_error("The payload must have a value.", "payload_no_value_defined")
                 raise v1_error(f"Missing `{meter.value_key}` in payload", param="payload")
             if not re.fullmatch(r"\d+", payload[meter.value_key]):
-                if v2:
-                    raise v2_error("The value must be a positive integer.", "payload_invalid_value")
                 raise v1_error(
                     "Meter event value must be a non-negative integer string.",
                     param=f"payload[{meter.value_key}]",
                 )
-            now = int(self.clock())
-            ts = now if ts is None else ts
-            problem = self._time_error(ts)
-            if problem:
-                raise (
-                    v2_error(problem, problem)
-                    if v2
-                    else v1_error(
-                        "Timestamp must be within the past 35 calendar days"
-                        " or up to 5 minutes in the future.",
-                        param="timestamp",
-                    )
+            if self._time_error(int(self.clock()) if ts is None else ts):
+                raise v1_error(
+                    "Timestamp must be within the past 35 calendar days or up to 5 minutes in the future.",
+                    param="timestamp",
                 )
-            ev = MeterEvent(identifier, event_name, dict(payload), ts, now)
-            self._async_customer_check(ev, meter)
-            self.events[identifier] = ev
-            self.log.append(ev)
-            return ev
+            return self._accept(event_name, identifier, payload, ts)
 
     def record_stream(self, events: list[dict[str, Any]]) -> None:
-        """v2 stream: everything is validated asynchronously; duplicates are dropped silently."""
+        """v2 stream: as documented, everything is validated asynchronously and duplicates are
+        dropped silently. With ``stream_sync_errors`` the request is first checked event by event
+        with the sync endpoint's 400s, and the first bad event refuses the whole request (nothing
+        recorded), as any Stripe error does."""
         with self.lock:
             now = int(self.clock())
+            if self.stream_sync_errors:
+                for item in events:
+                    ts = parse_rfc3339(item["timestamp"]) if "timestamp" in item else None
+                    refusal = self._v2_problem(
+                        item["event_name"], item.get("identifier"), item["payload"], ts
+                    )
+                    if refusal:
+                        raise refusal
             for item in events:
                 identifier = item.get("identifier") or new_id("evt_ident")
                 if self._dup(identifier):

@@ -30,7 +30,7 @@ from otel_aibill.stripe.customers import customer_map, resolve
 from otel_aibill.stripe.plan import ExportRow, plan_batch, token_types
 from otel_aibill.stripe.reconcile import committed_subset, meter_ids, summary_total
 from otel_aibill.stripe.store import DEAD_LETTER_BATCH, DeadLetter, ExportStore, StoredEvent
-from otel_aibill.stripe.transport import Outcome, SendResult, V1Sender, V2Sender
+from otel_aibill.stripe.transport import Outcome, SendResult, V1Sender, V2Sender, isolate
 from otel_aibill.usage import UNATTRIBUTED
 
 log = logging.getLogger("otel_aibill.stripe")
@@ -406,9 +406,14 @@ class StripeExporter:
             chunk = pending[i : i + size]
             self._keep_lease()
             self.store.mark_attempt([e.identifier for e in chunk], self._now())
-            result = self._with_rate_limit(lambda chunk=chunk: sender.send(chunk), report)  # type: ignore[misc]
-            self._hook("sent", [e.identifier for e in chunk])
-            self._record(chunk, result, report)
+
+            def send(events: Sequence[StoredEvent]) -> SendResult:
+                self._keep_lease()
+                return self._with_rate_limit(lambda: sender.send(events), report)
+
+            for part, result in isolate(chunk, send):
+                self._hook("sent", [e.identifier for e in part])
+                self._record(part, result, report)
         report.requests += sender.requests - before
 
     # -- dry run ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,6 +36,7 @@ class SendResult:
     outcome: Outcome
     code: str | None = None
     message: str = ""
+    status: int | None = None  # Stripe's HTTP status, when it answered with an error
 
 
 class StripeAuthError(RuntimeError):
@@ -83,19 +84,47 @@ def classify(exc: Exception) -> SendResult:
         message = exc.user_message or str(exc)
         if status == 401:
             if code == "billing_meter_event_session_expired":
-                return SendResult(Outcome.SESSION_EXPIRED, code, message)
+                return SendResult(Outcome.SESSION_EXPIRED, code, message, status)
             raise StripeAuthError(message) from exc
         if status == 429:
-            return SendResult(Outcome.RATE_LIMITED, code, message)
+            return SendResult(Outcome.RATE_LIMITED, code, message, status)
         if status >= 500 or status == 409 or isinstance(exc, stripe.IdempotencyError):
-            return SendResult(Outcome.RETRY, code, message)
+            return SendResult(Outcome.RETRY, code, message, status)
         if code in ("resource_already_exists", "duplicate_meter_event") or "already exists" in message:
-            return SendResult(Outcome.DUPLICATE, code, message)
+            return SendResult(Outcome.DUPLICATE, code, message, status)
         param = getattr(exc, "param", None)
         if code in ("no_meter", "archived_meter") or param == "event_name":
-            return SendResult(Outcome.METER, code, message)
-        return SendResult(Outcome.REJECTED, code, message)
+            return SendResult(Outcome.METER, code, message, status)
+        return SendResult(Outcome.REJECTED, code, message, status)
     raise exc
+
+
+def _splittable(events: Sequence[StoredEvent], result: SendResult) -> bool:
+    if len(events) < 2 or result.status != 400:
+        return False
+    if result.outcome is Outcome.METER:  # about an event name: split only if the request mixes names
+        return len({e.event_name for e in events}) > 1
+    return result.outcome in (Outcome.REJECTED, Outcome.DUPLICATE)
+
+
+def isolate(
+    events: Sequence[StoredEvent], send: Callable[[Sequence[StoredEvent]], SendResult]
+) -> Iterator[tuple[Sequence[StoredEvent], SendResult]]:
+    """Send a multi-event request; on a 400, send its halves (recursively) to find the culprits.
+
+    A 400 refuses the whole request, for what may be one event in a hundred (a malformed one, or
+    one Stripe already has: ``duplicate_meter_event``). Taking its answer for every event would
+    mark good events in error, or count undelivered ones as sent. Halving costs about
+    2·log2(n) requests per bad event and leaves each answer attached to the events it is about;
+    a lone duplicate is then known to be counted already.
+    """
+    result = send(events)
+    if not _splittable(events, result):
+        yield events, result
+        return
+    mid = len(events) // 2
+    yield from isolate(events[:mid], send)
+    yield from isolate(events[mid:], send)
 
 
 class V1Sender:
