@@ -1,20 +1,31 @@
 """extract → attribute → price → ledger, for a batch of spans from any source.
 
-One ``Pipeline`` serves one writer (the processor's worker thread, or the receiver's
-committer). ``ingest`` returns only after the ledger transaction holding the batch has
-committed, which is what lets the receiver acknowledge after commit.
+The work is split in two so that a multi-threaded receiver keeps its single writer busy only with
+what needs the ledger:
+
+* ``prepare(spans)`` is pure and thread-safe: customer ids, extraction and pricing (cost, and
+  the billed amount where the customer is already known). Many threads may run it at once.
+* ``commit(prepared)`` is the single writer: the nested-call rule (it needs every usage in
+  end-time order), the trace-level customer lookups, the ledger append and later attribution.
+  It returns only after the ledger transaction holding the spans has committed, which is what
+  lets the receiver acknowledge after commit.
+
+``ingest(spans)`` is ``commit(prepare(spans))``, for the processor and replay.
 
 Trace-level attribution: LLM spans usually end before the request's root span that names the
 customer, so usage without a customer is stored as *pending*, and attributed (and marked up)
 as soon as any span of its trace names the customer — in this batch, a later one, or one
-another process wrote. Pending usage older than the grace period is kept as "unattributed".
+another process wrote. The first customer stored for a trace wins: a later batch naming another
+one does not move that trace's usage. Pending usage older than the grace period is kept as
+"unattributed".
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from otel_aibill.attribution import customer_of
@@ -25,7 +36,10 @@ from otel_aibill.pricing import Pricer
 from otel_aibill.semconv import extract
 from otel_aibill.usage import UNATTRIBUTED, NotBillable, PricedUsage, PriceStatus, SpanView, UsageRecord
 
+log = logging.getLogger(__name__)
+
 _TRACE_CACHE_SIZE = 65_536
+_UNPRICED = PriceStatus.UNPRICED
 
 
 @dataclass(slots=True)
@@ -51,12 +65,57 @@ class IngestResult:
             self.not_billable[reason] = self.not_billable.get(reason, 0) + count
 
 
+@dataclass(slots=True)
+class Prepared:
+    """Spans extracted and priced, waiting for ``Pipeline.commit``.
+
+    ``rows[i]`` is ``usages[i]`` priced. ``settled[i]`` is False when that row's customer is not
+    final yet: none is known, or it is the one these spans name for the trace, which a customer
+    already stored for the trace overrides at commit.
+    """
+
+    spans: Sequence[SpanView]
+    usages: list[UsageRecord]
+    rows: list[PricedUsage]
+    settled: list[bool]
+    trace_customers: dict[str, str]
+    not_billable: Counter[str]
+
+    @staticmethod
+    def merge(parts: Sequence[Prepared]) -> Prepared:
+        """Several prepared batches as one, for one commit; the first name of a trace wins."""
+        if len(parts) == 1:
+            return parts[0]
+        spans: list[SpanView] = []
+        usages: list[UsageRecord] = []
+        rows: list[PricedUsage] = []
+        settled: list[bool] = []
+        names: dict[str, str] = {}
+        counts: Counter[str] = Counter()
+        for p in parts:
+            spans += p.spans
+            usages += p.usages
+            rows += p.rows
+            settled += p.settled
+            for trace_id, customer in p.trace_customers.items():
+                names.setdefault(trace_id, customer)
+            counts.update(p.not_billable)
+        return Prepared(spans, usages, rows, settled, names, counts)
+
+
 class _LRU:
-    """A bounded trace → customer map; the ledger stays the durable truth."""
+    """A bounded trace → customer map holding only customers the ledger has stored for a trace.
+
+    Written by the committing thread only; ``peek`` (no reordering) is safe from other threads
+    under the GIL, and a value once present never changes, since the first stored customer wins.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._data: OrderedDict[str, str] = OrderedDict()
+
+    def peek(self, key: str) -> str | None:
+        return self._data.get(key)
 
     def get(self, key: str) -> str | None:
         value = self._data.get(key)
@@ -66,7 +125,7 @@ class _LRU:
 
     def put(self, key: str, value: str) -> None:
         if key in self._data:
-            return  # first customer named in a trace wins, as in the ledger
+            return
         self._data[key] = value
         if len(self._data) > self._size:
             self._data.popitem(last=False)
@@ -85,44 +144,85 @@ class Pipeline:
             ledger.set_customer(customer_id, stripe_id)
 
     def ingest(self, spans: Sequence[SpanView]) -> IngestResult:
-        result = IngestResult(received=len(spans))
+        return self.commit(self.prepare(spans))
+
+    # -- pure part: any thread ----------------------------------------------------------------
+
+    def prepare(self, spans: Sequence[SpanView]) -> Prepared:
+        """Extract and price ``spans``; touches no ledger and no per-pipeline state but caches."""
         not_billable: Counter[str] = Counter()
-        trace_customers: dict[str, str] = {}
+        names: dict[str, str] = {}
         usages: list[UsageRecord] = []
         keys = self._keys
         for span in spans:
             customer = customer_of(span.attributes, span.resource, keys)
-            if customer is not None and span.trace_id not in trace_customers:
-                trace_customers[span.trace_id] = customer
+            if customer is not None and span.trace_id not in names:
+                names[span.trace_id] = customer
             extracted = extract(span, customer)
             if isinstance(extracted, NotBillable):
                 not_billable[extracted.reason.value] += 1
             else:
                 usages.append(extracted)
 
-        usages = self._nested.drop_nested(usages, not_billable)
+        price = self.pricer.price
+        stored = self._trace_customers.peek
+        rows: list[PricedUsage] = []
+        settled: list[bool] = []
+        for usage in usages:
+            if usage.customer is not None:
+                rows.append(price(usage))
+                settled.append(True)
+                continue
+            trace_id = usage.trace_id
+            customer = stored(trace_id)
+            final = customer is not None
+            if customer is None:
+                customer = names.get(trace_id)  # tentative: a stored customer wins at commit
+            rows.append(price(usage if customer is None else replace(usage, customer=customer)))
+            settled.append(final)
+        return Prepared(spans, usages, rows, settled, names, not_billable)
+
+    # -- stateful part: the single writer ------------------------------------------------------
+
+    def commit(self, prepared: Prepared) -> IngestResult:
+        """Apply the nested-call rule and trace customers, append to the ledger, attribute pending."""
+        result = IngestResult(received=len(prepared.spans))
+        not_billable = Counter(prepared.not_billable)
+        names = prepared.trace_customers
+        usages, settled, priced = prepared.usages, prepared.settled, prepared.rows
+        kept = self._nested.drop_nested(usages, not_billable)
+        index = {id(u): i for i, u in enumerate(usages)}
+        order = [index[id(u)] for u in kept]
+
+        cache = self._trace_customers
+        # The customer stored first for a trace wins over the one these spans name.
+        ask = {
+            usages[i].trace_id
+            for i in order
+            if not settled[i] and usages[i].trace_id in names and cache.get(usages[i].trace_id) is None
+        }
+        stored = self.ledger.trace_customers(ask) if ask else {}
+        for trace_id, first in stored.items():
+            cache.put(trace_id, first)
+
         rows: list[PricedUsage] = []
         pending_traces: set[str] = set()
-        for usage in usages:
-            if usage.customer is None:
-                # Named by another span of the trace: in this batch, or recently.
-                trace_id = usage.trace_id
-                customer = trace_customers.get(trace_id) or self._trace_customers.get(trace_id)
-                if customer is not None:
-                    usage = replace(usage, customer=customer)
-                else:
+        for i in order:
+            row = priced[i]
+            if not settled[i]:
+                trace_id = usages[i].trace_id
+                customer = stored.get(trace_id) or cache.get(trace_id) or names.get(trace_id)
+                if customer is None:
                     pending_traces.add(trace_id)
-            priced = self.pricer.price(usage)
-            if priced.status is PriceStatus.UNPRICED:
+                elif customer != row.usage.customer:
+                    row = self.pricer.bill(row, customer)
+            if row.status is _UNPRICED:
                 result.unpriced += 1
-            rows.append(priced)
+            rows.append(row)
 
         appended = self.ledger.append(
-            AppendBatch(rows=rows, trace_customers=trace_customers, not_billable=dict(not_billable))
+            AppendBatch(rows=rows, trace_customers=names, not_billable=dict(not_billable))
         )
-        for trace_id, customer in trace_customers.items():
-            self._trace_customers.put(trace_id, customer)
-
         result.billed = appended.inserted
         result.duplicates = appended.duplicate_spans
         if appended.duplicate_responses:
@@ -131,18 +231,15 @@ class Pipeline:
             not_billable["duplicate_span"] += appended.duplicate_spans
         result.not_billable = dict(not_billable)
 
-        # Pending rows whose trace customer is known now: named in this batch, or stored earlier
-        # (perhaps by another process). A trace customer the ledger just took is the one this
-        # batch named, so only traces with pending usage need asking the ledger.
+        # Pending rows whose trace customer is known now: the ledger just took this batch's name
+        # for the trace, or one was stored earlier (perhaps by another process).
         known: dict[str, str] = {}
-        ask = set(pending_traces)
         for trace_id in appended.new_trace_customers:
-            named = trace_customers.get(trace_id)
-            if named is None:
-                ask.add(trace_id)
-            else:
+            named = names.get(trace_id)
+            if named is not None:
                 known[trace_id] = named
-        ask.difference_update(known)
+                cache.put(trace_id, named)
+        ask = pending_traces - known.keys()
         if ask:
             known.update(self.ledger.trace_customers(ask))
         if known:
@@ -174,9 +271,66 @@ class Pipeline:
             if not pending:
                 return total
             known = self.ledger.trace_customers({row.priced.usage.trace_id for row in pending})
-            customers = {row.priced.usage.trace_id: known.get(row.priced.usage.trace_id, UNATTRIBUTED)
-                         for row in pending}
+            customers = {
+                row.priced.usage.trace_id: known.get(row.priced.usage.trace_id, UNATTRIBUTED)
+                for row in pending
+            }
             done = self._attribute(pending, customers)
             total += done
             if done == 0:
                 return total
+
+
+# -- failure isolation -------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Refused:
+    """A span that could not be stored, and why."""
+
+    span: SpanView
+    error: Exception
+
+    def describe(self) -> str:
+        span, error = self.span, self.error
+        return f"span {span.span_id} of trace {span.trace_id}: {type(error).__name__}: {error}"
+
+
+def is_data_error(exc: Exception) -> bool:
+    """A failure caused by the spans themselves (a row the ledger refuses, text SQLite cannot
+    encode), which the same spans would meet again on every retry."""
+    return isinstance(exc, ValueError)
+
+
+def isolate(
+    ingest: Callable[[Sequence[SpanView]], object],
+    spans: Sequence[SpanView],
+    refusable: Callable[[Exception], bool] = is_data_error,
+) -> list[Refused]:
+    """Ingest ``spans``, in halves recursively when that fails, so a span that cannot be stored
+    fails alone instead of taking every other span of its transaction with it.
+
+    A failure for which ``refusable`` is false (the ledger is down, not the data) is raised.
+    Returns the spans refused one by one.
+    """
+    if not spans:
+        return []
+    try:
+        ingest(spans)
+        return []
+    except Exception as exc:
+        if not refusable(exc):
+            raise
+        if len(spans) == 1:
+            return [Refused(spans[0], exc)]
+    mid = len(spans) // 2
+    return isolate(ingest, spans[:mid], refusable) + isolate(ingest, spans[mid:], refusable)
+
+
+def ingest_isolating(pipeline: Pipeline, views: Sequence[SpanView]) -> int:
+    """``isolate`` for the in-process path, where any failure that outlived retries is the span's;
+    returns how many spans could not be stored (each one is logged)."""
+    refused = isolate(pipeline.ingest, views, lambda _exc: True)
+    for r in refused:
+        log.error("otel-aibill: cannot store %s", r.describe(), exc_info=r.error)
+    return len(refused)

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, get_tracer_provider
 from otel_aibill.config import Config, load_config
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import Ledger
-from otel_aibill.pipeline import IngestResult, Pipeline
+from otel_aibill.pipeline import IngestResult, Pipeline, ingest_isolating
 from otel_aibill.usage import Attributes, SpanView
 
 logger = logging.getLogger(__name__)
@@ -85,26 +85,6 @@ def span_view(span: ReadableSpan) -> SpanView:
 def _permanent(exc: Exception) -> bool:
     """A failure caused by the data (a row the ledger refuses, text SQLite cannot encode), not the ledger."""
     return isinstance(exc, (ValueError, TypeError))
-
-
-def ingest_isolating(pipeline: Pipeline, views: Sequence[SpanView]) -> int:
-    """Ingest ``views`` in halves, recursively, so a span that cannot be stored fails alone.
-
-    A batch is one ledger transaction, so one such span would otherwise take every other span of
-    its batch with it. Returns how many spans could not be stored (each one is logged).
-    """
-    if not views:
-        return 0
-    try:
-        pipeline.ingest(views)
-        return 0
-    except Exception:
-        if len(views) == 1:
-            view = views[0]
-            logger.exception("otel-aibill: cannot store span %s/%s", view.trace_id, view.span_id)
-            return 1
-    mid = len(views) // 2
-    return ingest_isolating(pipeline, views[:mid]) + ingest_isolating(pipeline, views[mid:])
 
 
 def _baggage_value(value: object) -> str | None:

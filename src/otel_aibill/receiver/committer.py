@@ -1,10 +1,17 @@
 """Group commit: one writer thread turns many concurrent requests into few ledger transactions.
 
-Each request is acknowledged only after the transaction holding its spans committed, yet
-requests do not wait for each other's transactions one by one: whatever queued up while the
-previous commit ran is ingested together and all of those requests complete at once. The queue
-is bounded in spans; when it is full ``submit`` raises ``Overloaded`` with a retry hint, which
-the transports turn into 429/503 + Retry-After and UNAVAILABLE + RetryInfo.
+Requests arrive *prepared* (extracted and priced on their handler threads, see
+``Pipeline.prepare``), so the writer thread only does what needs the ledger. Each request is
+acknowledged only after the transaction holding its spans committed, yet requests do not wait
+for each other's transactions one by one: whatever queued up while the previous commit ran is
+committed together and all of those requests complete at once. The queue is bounded in spans;
+when it is full ``submit`` raises ``Overloaded`` with a retry hint, which the transports turn
+into 429/503 + Retry-After and UNAVAILABLE + RetryInfo.
+
+A span the ledger refuses for what it contains (a ``ValueError`` from its row checks) is found
+by committing the request's spans in halves; it is reported back as rejected (OTLP partial
+success, which clients do not retry) while the rest of the request is stored. Any other failure
+fails the request with ``CommitFailed``, which clients retry.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Protocol
 
+from otel_aibill.pipeline import Prepared, Refused, is_data_error, isolate
 from otel_aibill.receiver.metrics import ReceiverMetrics
 from otel_aibill.usage import SpanView
 
@@ -40,7 +49,11 @@ class IngestOutcome(Protocol):
 class SpanSink(Protocol):
     """What the committer writes to: ``otel_aibill.pipeline.Pipeline`` in production."""
 
-    def ingest(self, spans: Sequence[SpanView]) -> IngestOutcome: ...
+    def prepare(self, spans: Sequence[SpanView]) -> Prepared:
+        """Thread-safe; called on the request handlers' threads."""
+        ...
+
+    def commit(self, prepared: Prepared) -> IngestOutcome: ...
 
 
 SinkFactory = Callable[[], tuple[SpanSink, Callable[[], None]]]
@@ -62,7 +75,15 @@ class CommitFailed(Exception):
     """The ledger transaction failed; nothing of the request was acknowledged."""
 
 
-_Item = tuple[list[SpanView], "Future[None]"]
+@dataclass(slots=True, frozen=True)
+class Committed:
+    """A request's spans are stored, except ``refused`` ones the ledger would never take."""
+
+    refused: tuple[Refused, ...] = ()
+
+
+_Item = tuple[Prepared, "Future[Committed]"]
+_OK = Committed()
 
 
 class GroupCommitter:
@@ -92,6 +113,7 @@ class GroupCommitter:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._rate = 0.0  # recent commit throughput, spans/s (moving average)
+        self._sink: SpanSink | None = None
 
     @property
     def pending_spans(self) -> int:
@@ -104,13 +126,19 @@ class GroupCommitter:
         if self._start_error is not None:
             raise self._start_error
 
-    def submit(self, spans: list[SpanView]) -> Future[None]:
-        """Queue spans for the next commit; the future completes once they are committed."""
-        future: Future[None] = Future()
-        if not spans:
-            future.set_result(None)
+    def prepare(self, spans: Sequence[SpanView]) -> Prepared:
+        """The sink's pure part, on the caller's thread (``start`` must have returned)."""
+        if self._sink is None:
+            raise ShuttingDown
+        return self._sink.prepare(spans)
+
+    def submit(self, prepared: Prepared) -> Future[Committed]:
+        """Queue prepared spans for the next commit; the future completes once they are committed."""
+        future: Future[Committed] = Future()
+        n = len(prepared.spans)
+        if not n:
+            future.set_result(_OK)
             return future
-        n = len(spans)
         with self._cond:
             if self._closing:
                 raise ShuttingDown
@@ -119,7 +147,7 @@ class GroupCommitter:
                 self._metrics.overloaded.inc()
                 raise Overloaded(self._retry_hint())
             self._pending += n
-            self._queue.append((spans, future))
+            self._queue.append((prepared, future))
             self._metrics.queue_depth.set(self._pending)
             self._cond.notify()
         return future
@@ -147,10 +175,10 @@ class GroupCommitter:
             if not self._queue:
                 return None
             items = [self._queue.popleft()]
-            size = len(items[0][0])
-            while self._queue and size + len(self._queue[0][0]) <= self._max_batch:
+            size = len(items[0][0].spans)
+            while self._queue and size + len(self._queue[0][0].spans) <= self._max_batch:
                 item = self._queue.popleft()
-                size += len(item[0])
+                size += len(item[0].spans)
                 items.append(item)
             return items
 
@@ -161,6 +189,7 @@ class GroupCommitter:
             self._start_error = exc
             self._ready.set()
             return
+        self._sink = sink
         self._ready.set()
         last_sweep = time.monotonic()
         try:
@@ -180,30 +209,46 @@ class GroupCommitter:
                 log.exception("closing the ledger failed")
 
     def _commit(self, sink: SpanSink, items: list[_Item]) -> None:
-        spans = items[0][0] if len(items) == 1 else [s for batch, _ in items for s in batch]
         try:
-            self._ingest(sink, spans)
+            self._ingest(sink, Prepared.merge([prepared for prepared, _ in items]))
         except Exception as exc:
             if len(items) > 1:
                 # one bad request must not fail the others it was grouped with
                 for item in items:
                     self._commit(sink, [item])
                 return
+            if is_data_error(exc):
+                self._isolate(sink, items)
+                return
+            log.exception("ledger commit failed for %d spans", len(items[0][0].spans))
+            self._done(items, CommitFailed(f"ledger commit failed: {exc}"))
+            return
+        self._done(items, _OK)
+
+    def _isolate(self, sink: SpanSink, items: list[_Item]) -> None:
+        """Store what can be stored of one request, span by span if need be, on this thread."""
+        spans = items[0][0].spans
+        try:
+            refused = isolate(lambda part: self._ingest(sink, sink.prepare(part)), spans)
+        except Exception as exc:
             log.exception("ledger commit failed for %d spans", len(spans))
             self._done(items, CommitFailed(f"ledger commit failed: {exc}"))
             return
-        self._done(items, None)
+        for r in refused:
+            log.error("refused %s", r.describe())
+        self._done(items, Committed(tuple(refused)))
 
-    def _ingest(self, sink: SpanSink, spans: Sequence[SpanView]) -> None:
+    def _ingest(self, sink: SpanSink, prepared: Prepared) -> None:
         started = time.perf_counter()
         if self._commit_delay:
             time.sleep(self._commit_delay)
-        result = sink.ingest(spans)
+        result = sink.commit(prepared)
+        n = len(prepared.spans)
         elapsed = time.perf_counter() - started
-        rate = len(spans) / max(elapsed, 1e-6)
+        rate = n / max(elapsed, 1e-6)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         self._metrics.commit_seconds.observe(elapsed)
-        self._metrics.commit_spans.observe(len(spans))
+        self._metrics.commit_spans.observe(n)
         self._metrics.record_ingest(
             billed=result.billed,
             duplicates=result.duplicates,
@@ -212,15 +257,15 @@ class GroupCommitter:
             not_billable=result.not_billable,
         )
 
-    def _done(self, items: list[_Item], error: BaseException | None) -> None:
+    def _done(self, items: list[_Item], outcome: Committed | BaseException) -> None:
         with self._cond:
-            self._pending -= sum(len(batch) for batch, _ in items)
+            self._pending -= sum(len(prepared.spans) for prepared, _ in items)
             self._metrics.queue_depth.set(self._pending)
         for _, future in items:
-            if error is None:
-                future.set_result(None)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
             else:
-                future.set_exception(error)
+                future.set_result(outcome)
 
     def _sweep(self, sink: SpanSink) -> None:
         sweep = getattr(sink, "sweep", None)

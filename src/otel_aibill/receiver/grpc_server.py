@@ -2,7 +2,8 @@
 
 The handler takes the raw request bytes (no deserializer) so a malformed message becomes a clear
 INVALID_ARGUMENT, and so the fast view decoder is used instead of the generated classes. Each
-handler thread waits for its group commit; the thread pool bounds concurrent in-flight exports.
+handler thread decodes and prepares its spans, then waits for its group commit; the thread pool
+bounds concurrent in-flight exports.
 """
 
 from __future__ import annotations
@@ -54,19 +55,18 @@ class TraceService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             accepted = self._ingestor.accept(decoded)
+            outcome = self._ingestor.outcome(accepted, accepted.done.result())
         except Overloaded as exc:
             self._outcome("overloaded")
             self._retry_later(context, str(exc), exc.retry_after_s)
         except ShuttingDown:
             self._outcome("shutting_down")
             self._retry_later(context, "receiver is shutting down", self._retry_after)
-        try:
-            accepted.done.result()
         except CommitFailed as exc:
             self._outcome("commit_failed")
             self._retry_later(context, str(exc), self._retry_after)
-        self._outcome("ok" if not accepted.rejected else "partial")
-        return export_response(PROTOBUF, accepted.rejected, accepted.error_message)
+        self._outcome("ok" if not outcome.rejected else "partial")
+        return export_response(PROTOBUF, outcome.rejected, outcome.error_message)
 
 
 def build_grpc_server(ingestor: Ingestor, settings: ReceiverSettings) -> tuple[grpc.Server, int]:

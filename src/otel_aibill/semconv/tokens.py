@@ -57,12 +57,25 @@ def first_count(attrs: Mapping[str, object], keys: tuple[str, ...]) -> int | Non
     return None
 
 
+def _unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode. A lone surrogate (an OTLP/JSON ``\\ud800`` escape, bytes
+    decoded with ``surrogateescape``) cannot be stored, and would fail its whole ledger batch."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
-    """The first non-empty string value among ``keys``; other types are ignored."""
+    """The first non-empty, valid-Unicode string value among ``keys``; other values are ignored,
+    so a model name that is not text makes the usage unpriced (visible), not unstorable."""
     for key in keys:
         value = attrs.get(key)
         if isinstance(value, str):
             value = value.strip()
-            if value:
+            if value and _unicode(value):
                 return value
     return None
