@@ -254,33 +254,32 @@ class SqliteLedger:
         """Set ``duplicate_of`` on rows whose response was already billed (replacing their tuples).
 
         Returns (rows marked, marked rows already stored): a stored duplicate being redelivered
-        is a duplicate span, not a new duplicate response.
+        is a duplicate span, not a new duplicate response. Most rows carry a response id no
+        other row has; only keys seen twice (in the batch or stored) go through ``find_duplicates``.
         """
-        candidates = [
-            Candidate(
-                index=i, key=(p[_PROVIDER], p[_RESPONSE_ID], p[0]), bucket=p[_RESP_BUCKET], span_id=p[1]
-            )
-            for i, p in enumerate(params)
-            if p[_RESPONSE_ID] is not None
-        ]
-        if not candidates:
+        by_key: dict[ResponseKey, list[int]] = {}
+        for i, p in enumerate(params):
+            response_id = p[_RESPONSE_ID]
+            if response_id is not None:
+                key = (p[_PROVIDER], response_id, p[0])
+                indexes = by_key.get(key)
+                if indexes is None:
+                    by_key[key] = [i]
+                else:
+                    indexes.append(i)
+        if not by_key:
             return 0, 0
-        buckets = sorted({c.bucket + d for c in candidates for d in (-1, 0, 1)})
-        response_ids = sorted({c.key[1] for c in candidates})
-        stored: list[tuple[ResponseKey, Original]] = []
-        stored_spans: set[tuple[int, str, str]] = set()
-        for chunk in _chunks(response_ids):
-            rows = conn.execute(
-                "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id, start_time_ns,"
-                " duplicate_of FROM usage INDEXED BY usage_response WHERE response_id IS NOT NULL"
-                f" AND resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
-                [*buckets, *chunk],
-            )
-            for seq, bucket, provider, response_id, trace_id, span_id, start, duplicate_of in rows:
-                stored_spans.add((start, trace_id, span_id))
-                if duplicate_of is None:
-                    stored.append(((provider, response_id, trace_id), Original((0, seq), bucket, span_id)))
-        duplicates = find_duplicates(candidates, stored)
+        stored, stored_spans = _stored_responses(conn, params, by_key)
+        candidates = [
+            Candidate(index=i, key=key, bucket=params[i][_RESP_BUCKET], span_id=params[i][1])
+            for key, indexes in by_key.items()
+            if len(indexes) > 1 or key in stored
+            for i in indexes
+        ]
+        candidates.sort(key=lambda c: c.index)
+        duplicates = find_duplicates(
+            candidates, ((key, original) for key, originals in stored.items() for original in originals)
+        )
         already = 0
         for index, original in duplicates.items():
             p = params[index]
@@ -612,6 +611,34 @@ def _filters(
         where += " AND start_time_ns < ?"
         args.append(datetime_to_ns(until))
     return where, args
+
+
+def _stored_responses(
+    conn: sqlite3.Connection, params: list[tuple[Any, ...]], by_key: Mapping[ResponseKey, list[int]]
+) -> tuple[dict[ResponseKey, list[Original]], set[tuple[int, str, str]]]:
+    """Stored billed rows sharing a key with the batch (buckets at most one apart), and the
+    span keys of every stored row with one of the batch's response ids.
+
+    Equality probes on ``usage_response``: the WHERE names both index columns with ``=``/``IN``
+    and nothing else about them, or the planner turns the lookup into a scan of whole buckets.
+    """
+    buckets = sorted({params[i][_RESP_BUCKET] + d for ix in by_key.values() for i in ix for d in (-1, 0, 1)})
+    response_ids = sorted({key[1] for key in by_key})
+    stored: dict[ResponseKey, list[Original]] = {}
+    stored_spans: set[tuple[int, str, str]] = set()
+    for chunk in _chunks(response_ids):
+        rows = conn.execute(
+            "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id, start_time_ns,"
+            " duplicate_of FROM usage INDEXED BY usage_response"
+            f" WHERE resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
+            [*buckets, *chunk],
+        )
+        for seq, bucket, provider, response_id, trace_id, span_id, start, duplicate_of in rows:
+            stored_spans.add((start, trace_id, span_id))
+            key = (provider, response_id, trace_id)
+            if duplicate_of is None and key in by_key:
+                stored.setdefault(key, []).append(Original((0, seq), bucket, span_id))
+    return stored, stored_spans
 
 
 def _first_of_each_span(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
