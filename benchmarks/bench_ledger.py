@@ -13,6 +13,8 @@ Variants:
   ledger-sql  the ledger's own schema (all its indexes), same raw executemany: the cost of the keys
   ledger      SqliteLedger.append end to end (checks, conversion, sibling lookup, indexes, rollup)
   ledger-mix  same, with 30% of rows pending (no customer) and one trace_customers entry per trace
+  ledger-recv shaped like the OTLP receiver's batches: every row carries a response id (unique
+              except the sibling pairs), a customer, and one trace_customers entry per trace
 
 Then summary and lookup times on the ledger database, through the rollup and (for comparison)
 by scanning the rows as summaries did before the rollup.
@@ -110,6 +112,18 @@ def mixed(rows: list[PricedUsage], rng: random.Random) -> AppendBatch:
     return AppendBatch(rows=out, trace_customers=customers)
 
 
+def receiver_shaped(rows: list[PricedUsage]) -> AppendBatch:
+    """Every row with a response id (siblings keep their shared one) and its trace's customer."""
+    out = [
+        row
+        if row.usage.response_id is not None
+        else replace(row, usage=replace(row.usage, response_id=f"chatcmpl-{os.urandom(12).hex()}"))
+        for row in rows
+    ]
+    customers = {row.usage.trace_id: row.usage.customer or "" for row in rows}
+    return AppendBatch(rows=out, trace_customers=customers)
+
+
 def raw_table(path: Path, index: str | None, page_size: int = 4096) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA page_size = {page_size}")
@@ -146,12 +160,14 @@ def main() -> None:
         ledger_sql = SqliteLedger(f"sqlite:///{d}/ledger_sql.db")
         ledger = SqliteLedger(f"sqlite:///{d}/ledger.db")
         ledger_mix = SqliteLedger(f"sqlite:///{d}/ledger_mix.db")
+        ledger_recv = SqliteLedger(f"sqlite:///{d}/ledger_recv.db")
         insert = (
             f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
         )
         insert_ignore = f"{insert} ON CONFLICT DO NOTHING"
         totals = dict.fromkeys(
-            ("baseline", "base-16k", "random-key", "ledger-sql", "ledger", "ledger-mix"), 0.0
+            ("baseline", "base-16k", "random-key", "ledger-sql", "ledger", "ledger-mix", "ledger-recv"),
+            0.0,
         )
         step = DAY_NS // args.rows
         done = 0
@@ -160,6 +176,7 @@ def main() -> None:
             rows = make_batch(rng, done, min(args.batch, args.rows - done), step)
             params = [to_params(r, time.time_ns()) for r in rows]
             batch_mix = mixed(rows, rng)
+            batch_recv = receiver_shaped(rows)
 
             def raw(
                 conn: sqlite3.Connection, params: list[list[object]] = params, insert: str = insert
@@ -176,6 +193,7 @@ def main() -> None:
             inserted += ledger.append(AppendBatch(rows=rows)).inserted
             totals["ledger"] += time.perf_counter() - t
             totals["ledger-mix"] += timed(lambda b=batch_mix: ledger_mix.append(b))
+            totals["ledger-recv"] += timed(lambda b=batch_recv: ledger_recv.append(b))
             done += len(rows)
         print(
             f"{args.rows:,} rows in batches of {args.batch}; "
@@ -229,6 +247,7 @@ def main() -> None:
         ledger.close()
         ledger_sql.close()
         ledger_mix.close()
+        ledger_recv.close()
         baseline.close()
         base_16k.close()
         random_key.close()
