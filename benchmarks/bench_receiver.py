@@ -5,7 +5,9 @@
 Starts the server as a subprocess, sends 512-span requests of GenAI spans (~10 attributes each,
 every span and response id unique) from client threads that each wait for the acknowledgement,
 and reports acked spans/s per transport next to a decode-only baseline (parse + read the needed
-attributes with the receiver's own decoder) of the same payload in the same run. ``--long`` sends
+attributes with the receiver's own decoder) of the same payload in the same run, with the time
+the single committing thread spent per span (from the server's commit histogram) and the server
+process's CPU time per span. ``--long`` sends
 5M spans over gRPC and samples the server's RSS to show it stays flat.
 """
 
@@ -179,6 +181,20 @@ class ServerProc:
         )
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def commit_totals(self) -> tuple[float, float]:
+        """(seconds spent in group commits, spans committed) from the server's /metrics."""
+        text = httpx.get(f"http://127.0.0.1:{self.ports['ui']}/metrics", timeout=10).text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        return (
+            float(values["otel_aibill_ledger_commit_seconds_sum"]),
+            float(values["otel_aibill_ledger_commit_spans_sum"]),
+        )
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
@@ -206,12 +222,11 @@ def drive(
     started = time.perf_counter()
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads):
-        time.sleep(1)
-        if on_tick:
-            on_tick(state["done"] * SPANS_PER_REQUEST)
     for t in threads:
-        t.join()
+        while t.is_alive():
+            t.join(1.0)  # returns as soon as the thread ends: the clock is read right after the last
+            if on_tick:
+                on_tick(state["done"] * SPANS_PER_REQUEST)
     return requests * SPANS_PER_REQUEST / (time.perf_counter() - started)
 
 
@@ -224,6 +239,51 @@ def decode_rate(decode: Callable[[bytes], object], payload: bytes, seconds: floa
     return n / (time.perf_counter() - started)
 
 
+def stages(payloads: Payloads, rounds: int = 3) -> None:
+    """Single-writer work per span, in this process on the same payload: the committing thread
+    used to run all of ``ingest``; it now runs only ``commit``, the request threads ``prepare``.
+    8,192-span batches, as the committer groups them; best of ``rounds`` against noisy neighbours."""
+    from otel_aibill.ledger import open_ledger
+    from otel_aibill.pipeline import Pipeline, Prepared
+
+    best: dict[str, float] = {}
+    group = 8192 // SPANS_PER_REQUEST
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = open_ledger(f"sqlite:///{Path(tmp) / 'stages.db'}")
+        pipeline = Pipeline(ledger)
+        for _ in range(rounds):
+            timings = dict.fromkeys(("decode", "prepare", "commit", "ingest"), 0.0)
+            spans = 0
+            for _batch in range(4):
+                t0 = time.perf_counter()
+                requests = [decode_protobuf(payloads.next_proto()).spans for _ in range(group)]
+                t1 = time.perf_counter()
+                prepared = Prepared.merge([pipeline.prepare(r) for r in requests])
+                t2 = time.perf_counter()
+                pipeline.commit(prepared)
+                t3 = time.perf_counter()
+                fresh = [s for _ in range(group) for s in decode_protobuf(payloads.next_proto()).spans]
+                t4 = time.perf_counter()
+                pipeline.ingest(fresh)
+                t5 = time.perf_counter()
+                spans += len(fresh)
+                for name, dt in (
+                    ("decode", t1 - t0),
+                    ("prepare", t2 - t1),
+                    ("commit", t3 - t2),
+                    ("ingest", t5 - t4),
+                ):
+                    timings[name] += dt
+            for name, total in timings.items():
+                best[name] = min(best.get(name, float("inf")), 1e6 * total / spans)
+        ledger.close()
+    print(
+        "per span, one thread: decode {decode:.1f} us, prepare {prepare:.1f} us, commit {commit:.1f} us; "
+        "ingest (prepare + commit, what the committer ran before) {ingest:.1f} us".format(**best)
+    )
+    print(f"single-writer work: commit / ingest = {best['commit'] / best['ingest']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -231,12 +291,16 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=300_000, help="spans per transport")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--long", action="store_true", help="5M spans over gRPC, sampling server RSS")
+    parser.add_argument("--stages", action="store_true", help="only the in-process per-stage timings")
     args = parser.parse_args()
     payloads = Payloads()
     print(
         f"payload: {SPANS_PER_REQUEST} spans, {len(payloads.proto)} bytes protobuf, "
         f"{len(payloads.json)} bytes JSON"
     )
+    if args.stages:
+        stages(payloads)
+        return
     base_pb = decode_rate(decode_protobuf, payloads.next_proto())
     base_json = decode_rate(decode_json, payloads.next_json())
     print(f"decode-only baseline: protobuf {base_pb:,.0f} spans/s, JSON {base_json:,.0f} spans/s")
@@ -278,16 +342,25 @@ def main() -> None:
                     print(f"  after {done:>9,} spans: RSS {mib:.0f} MiB")
                 return
             drive(grpc_send, 20 * SPANS_PER_REQUEST, args.concurrency)  # warm-up
-            results = {
-                "grpc/protobuf": drive(grpc_send, args.spans, args.concurrency),
-                "http/protobuf": drive(http_send(False), args.spans, args.concurrency),
-                "http/json": drive(http_send(True), args.spans // 2, args.concurrency),
+            runs = {
+                "grpc/protobuf": (grpc_send, args.spans),
+                "http/protobuf": (http_send(False), args.spans),
+                "http/json": (http_send(True), args.spans // 2),
             }
-            for name, rate in results.items():
+            for name, (send, spans) in runs.items():
+                cpu0, (commit0, committed0) = server.cpu_seconds(), server.commit_totals()
+                started = time.perf_counter()
+                rate = drive(send, spans, args.concurrency)
+                wall = time.perf_counter() - started
+                cpu1, (commit1, committed1) = server.cpu_seconds(), server.commit_totals()
+                n = committed1 - committed0
                 base = base_json if name == "http/json" else base_pb
                 print(
                     f"{name:14s} {rate:>9,.0f} spans/s acked after commit; "
-                    f"ratio to decode-only {rate / base:.2f}"
+                    f"ratio to decode-only {rate / base:.2f}; "
+                    f"committer {1e6 * (commit1 - commit0) / n:.1f} us/span "
+                    f"(busy {100 * (commit1 - commit0) / wall:.0f} %), "
+                    f"server CPU {1e6 * (cpu1 - cpu0) / n:.1f} us/span"
                 )
             rss, hwm = server.rss_mib()
             print(f"server RSS {rss:.0f} MiB (peak {hwm:.0f} MiB)")
