@@ -8,28 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from otel_aibill.usage import Attributes
+from otel_aibill.usage import Attributes, is_unicode
 
 MAX_CUSTOMER_LEN = 256
-
-
-def _storable(text: str) -> bool:
-    """Whether ``text`` is valid Unicode: a lone surrogate (bytes decoded with ``surrogateescape``)
-    cannot be stored, and one such id would fail the whole ledger write of its batch."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _as_customer(value: object) -> str | None:
     # Ints are accepted because numeric tenant ids are common; bools and floats are not ids.
     if isinstance(value, str):
         value = value.strip()
-        return value if 0 < len(value) <= MAX_CUSTOMER_LEN and _storable(value) else None
+        return value if 0 < len(value) <= MAX_CUSTOMER_LEN and is_unicode(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None

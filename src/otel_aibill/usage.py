@@ -14,6 +14,21 @@ from enum import StrEnum
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttrValue]
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode, so the ledger can store it.
+
+    A lone surrogate (an OTLP/JSON ``\\ud800`` escape, bytes decoded with ``surrogateescape``)
+    is not, and one such value would fail the ledger write of its whole batch.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 UNATTRIBUTED = "unattributed"
 """The customer that usage is kept under when no customer can be found for it."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Context, Decimal, Inexact, InvalidOperation
+from typing import Any
 
 from otel_aibill.config import MarkupRule
 from otel_aibill.pricing.providers import pricing_provider_id
@@ -56,6 +57,9 @@ class _Compiled:
         return billed
 
 
+_MISSING: Any = object()
+
+
 class MarkupBook:
     """The configured markup rules, with the chosen rule cached per (provider, model, customer)."""
 
@@ -86,8 +90,9 @@ class MarkupBook:
         ``gpt-4o-2024-08-06``).
         """
         key = (provider, model, price_key, customer)
-        if key in self.cache:
-            return self.cache[key]
+        cached = self.cache.get(key, _MISSING)  # one lookup: another thread may clear the cache
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
         provider_id, _, catalog_model = price_key.partition("/")
         models = (model.strip().lower(), catalog_model.lower())
         name = provider.strip().lower()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ..usage import is_unicode
+
 MAX_TOKENS = 10**12
 """More tokens than any single call can plausibly use: larger values are corrupt data."""
 
@@ -57,18 +59,6 @@ def first_count(attrs: Mapping[str, object], keys: tuple[str, ...]) -> int | Non
     return None
 
 
-def _unicode(text: str) -> bool:
-    """Whether ``text`` is valid Unicode. A lone surrogate (an OTLP/JSON ``\\ud800`` escape, bytes
-    decoded with ``surrogateescape``) cannot be stored, and would fail its whole ledger batch."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     """The first non-empty, valid-Unicode string value among ``keys``; other values are ignored,
     so a model name that is not text makes the usage unpriced (visible), not unstorable."""
@@ -76,6 +66,6 @@ def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
         value = attrs.get(key)
         if isinstance(value, str):
             value = value.strip()
-            if value and _unicode(value):
+            if value and is_unicode(value):
                 return value
     return None
