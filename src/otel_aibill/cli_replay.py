@@ -83,7 +83,12 @@ def replay(
                 if stats.bad_messages or stats.rejected:
                     failed += stats.bad_messages
                     for line in stats.errors:
-                        err.print(f"[yellow]warning:[/yellow] {path}: {line}")
+                        err.print(f"[yellow]warning:[/yellow] {escape(f'{path}: {line}')}")
+                    err.print(
+                        f"[yellow]warning:[/yellow] {escape(str(path))}: {stats.bad_messages} of "
+                        f"{stats.messages} message(s) could not be decoded and were skipped, "
+                        f"{stats.rejected} span(s) rejected; the rest was ingested"
+                    )
         flush()
     finally:
         ledger.close()

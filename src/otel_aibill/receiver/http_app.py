@@ -9,6 +9,7 @@ responsive and that work overlaps the committer's time in SQLite.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,11 +26,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+log = logging.getLogger(__name__)
+
 TRACES_PATH = "/v1/traces"
 _OFFLOAD_BYTES = 64 * 1024  # decode and prepare bodies larger than this off the event loop
 
 # google.rpc.Code values used in error bodies
-_INVALID_ARGUMENT, _RESOURCE_EXHAUSTED, _UNAUTHENTICATED, _UNAVAILABLE, _UNIMPLEMENTED = 3, 8, 16, 14, 12
+_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _INTERNAL = 3, 5, 8, 12, 13
+_UNAVAILABLE, _UNAUTHENTICATED = 14, 16
 
 
 class OtlpHttpApp:
@@ -42,7 +46,12 @@ class OtlpHttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no lifespan or websocket handling needed
-        status, ctype, body, extra = await self._handle(scope, receive)
+        try:
+            status, ctype, body, extra = await self._handle(scope, receive)
+        except Exception as exc:  # a bug: still answer in OTLP's terms, and keep serving
+            log.exception("OTLP/HTTP request failed")
+            status, ctype, extra = 500, PROTOBUF, []
+            body = status_body(ctype, _INTERNAL, f"internal error: {type(exc).__name__}")
         self._ingestor.metrics.requests.labels("http", _OUTCOMES.get(status, str(status))).inc()
         headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -51,19 +60,19 @@ class OtlpHttpApp:
     async def _handle(
         self, scope: Scope, receive: Receive
     ) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
-        if scope["path"] != TRACES_PATH:
-            return 404, "text/plain", b"not found: OTLP traces are accepted at POST /v1/traces\n", []
-        if scope["method"] != "POST":
-            return 405, "text/plain", b"method not allowed\n", [(b"allow", b"POST")]
         headers = _headers(scope)
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        # every 4xx/5xx body is a google.rpc.Status: in the request's encoding, else protobuf
+        reply = ctype if ctype in (PROTOBUF, JSON) else PROTOBUF
+        if scope["path"] != TRACES_PATH:
+            msg = f"not found: {scope['path'][:200]}; OTLP traces are accepted at POST {TRACES_PATH}"
+            return 404, reply, status_body(reply, _NOT_FOUND, msg), []
+        if scope["method"] != "POST":
+            msg = f"method {scope['method']} not allowed: OTLP traces are sent with POST"
+            return 405, reply, status_body(reply, _UNIMPLEMENTED, msg), [(b"allow", b"POST")]
         if ctype not in (PROTOBUF, JSON):
-            return (
-                415,
-                "text/plain",
-                b"unsupported content type: use application/x-protobuf or application/json\n",
-                [],
-            )
+            msg = f"unsupported content type {ctype[:100]!r}: use {PROTOBUF} or {JSON}"
+            return 415, reply, status_body(reply, _INVALID_ARGUMENT, msg), []
         if not bearer_ok(self._token, headers.get("authorization")):
             body = status_body(ctype, _UNAUTHENTICATED, "missing or wrong bearer token")
             return 401, ctype, body, [(b"www-authenticate", b"Bearer")]
@@ -72,12 +81,8 @@ class OtlpHttpApp:
         except ValueError:
             length = 0
         if length > self._limit:
-            return (
-                413,
-                ctype,
-                status_body(ctype, _RESOURCE_EXHAUSTED, f"body larger than {self._limit} bytes"),
-                [],
-            )
+            msg = f"body larger than {self._limit} bytes"
+            return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
         try:
             reader = BodyReader(headers.get("content-encoding", ""), self._limit)
             more = True
@@ -92,7 +97,8 @@ class OtlpHttpApp:
             msg = f"decompressed body larger than {self._limit} bytes"
             return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
         except BadEncoding as exc:
-            return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), []
+            accepted = [(b"accept-encoding", b"gzip, deflate, identity")]  # RFC 9110 section 12.5.3
+            return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), accepted
         return await self._ingest(raw, ctype)
 
     def _accept(self, raw: bytes, ctype: str) -> Accepted:
@@ -137,5 +143,6 @@ _OUTCOMES = {
     413: "too_large",
     415: "bad_content_type",
     429: "overloaded",
+    500: "internal_error",
     503: "unavailable",
 }

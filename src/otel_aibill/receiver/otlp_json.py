@@ -30,19 +30,33 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return value
 
 
-def _int(value: Any, what: str) -> int:
+_INT64 = range(-(1 << 63), 1 << 63)
+_UINT64 = range(0, 1 << 64)
+_SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _int(value: Any, what: str, bounds: range = _INT64) -> int:
+    """A proto3 JSON 64-bit integer: a number, or a string of ASCII decimal digits, in range.
+
+    Python's ``int(str)`` is laxer than the mapping (``"1_000"``, ``" 7"``, non-ASCII digits), so
+    strings are checked first; out-of-range values are what a protobuf decoder would refuse.
+    """
+    number: int | None = None
     if isinstance(value, bool):
-        raise _SpanError(f"{what} is not an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
+        pass
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        digits = value[1:] if value[:1] == "-" else value
+        if digits.isascii() and digits.isdigit():
+            number = int(value)
     elif isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise _SpanError(f"{what} is not an integer: {str(value)[:40]!r}")
+        number = int(value)
+    if number is None:
+        raise _SpanError(f"{what} is not an integer: {str(value)[:40]!r}")
+    if number not in bounds:
+        raise _SpanError(f"{what} is out of range: {str(value)[:40]!r}")
+    return number
 
 
 def _double(value: Any) -> float:
@@ -51,15 +65,16 @@ def _double(value: Any) -> float:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        try:
-            number = float(
-                value
-            )  # proto3 JSON also spells "NaN", "Infinity", "-Infinity" and numbers as strings
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number) or value in ("NaN", "Infinity", "-Infinity"):
-                return number
+        if value in _SPECIAL_DOUBLES:  # proto3 JSON spells the non-finite values this way
+            return _SPECIAL_DOUBLES[value]
+        if value.isascii() and "_" not in value and value.strip() == value:
+            try:
+                number = float(value)  # proto3 JSON also accepts numbers as strings
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(number):
+                    return number
     raise _SpanError(f"doubleValue is not a number: {str(value)[:40]!r}")
 
 
@@ -74,12 +89,14 @@ def _hex_id(value: Any, what: str) -> str:
     return hex_id
 
 
-def _any_value(value: Any) -> Any:
+def _scalar(value: Any) -> Any:
+    """An AnyValue billing can use as (part of) an attribute: string, int, double or bool.
+
+    ``null`` is the proto3 JSON spelling of "not set", so a null member is passed over.
+    """
     if not isinstance(value, dict):
         return _SKIP
-    if (v := value.get("stringValue", _SKIP)) is not _SKIP or (
-        v := value.get("string_value", _SKIP)
-    ) is not _SKIP:
+    if (v := _get(value, "stringValue", "string_value")) is not None:
         if not isinstance(v, str):
             raise _SpanError("stringValue is not a string")
         return v
@@ -91,14 +108,25 @@ def _any_value(value: Any) -> Any:
         if not isinstance(v, bool):
             raise _SpanError("boolValue is not a boolean")
         return v
-    if (v := _get(value, "arrayValue", "array_value")) is not None:
-        values = v.get("values") if isinstance(v, dict) else None
-        items = [_any_value(x) for x in values or ()]
-        if not items:
-            return ()
-        if items[0] is not _SKIP and all(type(x) is type(items[0]) for x in items):
-            return tuple(items)
-    return _SKIP  # kvlistValue, bytesValue, empty value: not used for billing
+    return _SKIP
+
+
+def _any_value(value: Any) -> Any:
+    """A scalar, or a homogeneous array of scalars; anything else (nested arrays, kvlistValue,
+    bytesValue, an empty value) is ``_SKIP``, as in the protobuf decoder. Never recursive."""
+    scalar = _scalar(value)
+    if scalar is not _SKIP:
+        return scalar
+    array = _get(value, "arrayValue", "array_value") if isinstance(value, dict) else None
+    if array is None:
+        return _SKIP
+    values = array.get("values") if isinstance(array, dict) else None
+    items = [_scalar(x) for x in values or ()]
+    if not items:
+        return ()
+    if items[0] is not _SKIP and all(type(x) is type(items[0]) for x in items):
+        return tuple(items)
+    return _SKIP
 
 
 def _attributes(items: Any) -> dict[str, AttrValue]:
@@ -154,8 +182,8 @@ def _span(s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version
         trace_id,
         span_id,
         name,
-        _int(start, "startTimeUnixNano") if start is not None else 0,
-        _int(end, "endTimeUnixNano") if end is not None else 0,
+        _int(start, "startTimeUnixNano", _UINT64) if start is not None else 0,
+        _int(end, "endTimeUnixNano", _UINT64) if end is not None else 0,
         _attributes(s.get("attributes")),
         resource,
         scope_name,

@@ -84,6 +84,7 @@ def _build_view_request() -> Any:
 
 _ViewRequest = _build_view_request()
 _DOUBLE = struct.Struct("<d")
+_MASK64 = (1 << 64) - 1
 _SKIP = object()  # an attribute value billing cannot use (kvlist, bytes, mixed arrays, empty)
 
 
@@ -121,7 +122,8 @@ def decode_any_value(raw: bytes) -> Any:
                 return raw[i:].decode("utf-8")
         elif tag == 0x18:  # int_value (int64, two's complement varint)
             n, i = _varint(raw, 1)
-            if i == len(raw):
+            if i == len(raw) and i <= 11:  # longer varints are malformed: let protobuf refuse them
+                n &= _MASK64  # as protobuf does with a ten-byte varint's excess bits
                 return n - (1 << 64) if n >= (1 << 63) else n
         elif tag == 0x21 and len(raw) == 9:  # double_value
             return _DOUBLE.unpack_from(raw, 1)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -34,17 +35,21 @@ def retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
 
 
 def status_body(content_type: str, code: int, message: str, retry_after_s: float | None = None) -> bytes:
-    """A google.rpc.Status, the error body OTLP/HTTP prescribes (with RetryInfo when retryable)."""
+    """A google.rpc.Status, the body OTLP/HTTP prescribes for every 4xx and 5xx reply.
+
+    Retryable replies carry a RetryInfo; bad data (INVALID_ARGUMENT) carries the BadRequest the
+    spec asks for. JSON goes through ``json_format`` so the details are proto3 JSON (``@type``,
+    durations as ``"1.500s"``) that any Status parser reads back.
+    """
     status = status_pb2.Status(code=code, message=message)
     if retry_after_s is not None:
         status.details.add().Pack(retry_info(retry_after_s))
+    if code == code_pb2.INVALID_ARGUMENT:
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(description=message)
+        status.details.add().Pack(bad)
     if content_type == JSON:
-        body: dict[str, object] = {"code": code, "message": message}
-        if retry_after_s is not None:
-            body["details"] = [
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after_s:g}s"}
-            ]
-        return json.dumps(body).encode()
+        return json.dumps(json_format.MessageToDict(status)).encode()
     return bytes(status.SerializeToString())
 
 
