@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 
 from ..usage import NotBillable, NotBillableReason, SpanView, UsageRecord
-from . import pydantic_ai
+from . import pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
 from .plan import Memo, plans
@@ -88,6 +88,8 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     convention = plan.convention
     if convention == "pydantic-ai" and pydantic_ai.is_run_span(span.name, attrs):
         return _not_billable(span, _AGGREGATED, "pydantic-ai agent run span")
+    if convention == "vercel-ai" and not vercel_ai.is_step_span(span.name, attrs):
+        return _not_billable(span, _AGGREGATED, f"vercel ai {span.name}: sum of its step spans")
 
     response_model = first_str(attrs, plan.response_model)
     request_model = first_str(attrs, plan.request_model)

@@ -38,6 +38,13 @@ _NAME_OPERATIONS: dict[str, str] = {
     "embeddings": "embeddings",
     "text_completion": "text_completion",
     "generate_content": "generate_content",
+    # Vercel AI SDK step spans
+    "ai.generatetext.dogenerate": "chat",
+    "ai.streamtext.dostream": "chat",
+    "ai.generateobject.dogenerate": "chat",
+    "ai.streamobject.dostream": "chat",
+    "ai.embed.doembed": "embeddings",
+    "ai.embedmany.doembed": "embeddings",
 }
 
 UNKNOWN_OPERATION = "unknown"

@@ -14,18 +14,18 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from . import anthropic_sdk, genai, openinference, openlit, pydantic_ai, traceloop
+from . import anthropic_sdk, bedrock, genai, openinference, openlit, pydantic_ai, traceloop, vercel_ai
 from .counts import Counts
 from .genai import TokenKeys
 
 Reader = Callable[[Mapping[str, object], str, TokenKeys], Counts]
 
-GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.")
+GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.", vercel_ai.MARKER)
 AGGREGATED_PREFIX = "gen_ai.aggregated_usage."
 
-RESPONSE_MODEL_KEYS = ("gen_ai.response.model", *openinference.RESPONSE_MODEL_KEYS)
-REQUEST_MODEL_KEYS = ("gen_ai.request.model", *openinference.REQUEST_MODEL_KEYS)
-PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", *openinference.PROVIDER_KEYS)
+RESPONSE_MODEL_KEYS = ("gen_ai.response.model", *openinference.RESPONSE_MODEL_KEYS, "ai.response.model")
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", *openinference.REQUEST_MODEL_KEYS, "ai.model.id")
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", *openinference.PROVIDER_KEYS, vercel_ai.MARKER)
 ADDRESS_KEYS = ("server.address", "gen_ai.openai.api_base", "url.full")
 SERVED_TIER_KEYS = (
     "gen_ai.response.service_tier",
@@ -39,7 +39,7 @@ REQUESTED_TIER_KEYS = (
     "gen_ai.openai.request.service_tier",
     "anthropic.request.service_tier",
 )
-RESPONSE_ID_KEYS = ("gen_ai.response.id", "llm.response.id")
+RESPONSE_ID_KEYS = ("gen_ai.response.id", "llm.response.id", "ai.response.id")
 SERVER_ADDRESS_KEYS = ("server.address",)
 # Scopes that name their provider when the span does not.
 SCOPE_PROVIDERS = (
@@ -91,6 +91,10 @@ def _adapter(scope: str, attrs: Container[str]) -> tuple[str, Reader, TokenKeys]
         return "pydantic-ai", pydantic_ai.read, pydantic_ai.KEYS
     if openlit.matches(scope):
         return "openlit", openlit.read, openlit.KEYS
+    if bedrock.matches(scope):
+        return "botocore-bedrock", bedrock.read, bedrock.KEYS
+    if vercel_ai.matches(attrs):
+        return "vercel-ai", vercel_ai.read, vercel_ai.KEYS
     if traceloop.matches(scope, attrs):
         return "traceloop", traceloop.read, traceloop.KEYS
     return "genai", genai.read, genai.KEYS

@@ -72,6 +72,10 @@ _ALIASES: dict[str, str] = {
     "ollama": "ollama",
     "watsonx": "ibm.watsonx.ai",
     "moonshotai": "moonshot",
+    # Vercel AI SDK provider ids ("openai.chat", "google.vertex.chat"... are matched by prefix)
+    "google.generative-ai": "gcp.gemini",
+    "google.vertex": "gcp.vertex_ai",
+    "amazon-bedrock": "aws.bedrock",
 }
 
 _EXACT_HOSTS: dict[str, str] = {
@@ -128,10 +132,18 @@ PRICING_PROVIDER_IDS: dict[str, str] = {
 
 
 def provider_alias(name: str | None) -> str | None:
-    """The OTel provider name for a spelling, None when the spelling is not known."""
+    """The OTel provider name for a spelling, None when the spelling is not known.
+
+    A dotted spelling that is not known whole is looked up without its last parts, so the
+    Vercel AI SDK's ``openai.chat`` or ``anthropic.messages`` name their provider."""
     if not name:
         return None
-    return _ALIASES.get(name.strip().lower())
+    key = name.strip().lower()
+    alias = _ALIASES.get(key)
+    while alias is None and "." in key:  # "openai.chat", "google.vertex.chat": the provider's part
+        key = key.rpartition(".")[0]
+        alias = _ALIASES.get(key)
+    return alias
 
 
 def host_provider(server_address: str | None) -> str | None:

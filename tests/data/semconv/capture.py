@@ -78,6 +78,39 @@ ANTHROPIC_MESSAGE = {
 }
 
 
+# Gemini: promptTokenCount includes the cached content; candidatesTokenCount excludes thoughts.
+GEMINI_RESPONSE = {
+    "candidates": [
+        {"content": {"role": "model", "parts": [{"text": "Hello!"}]}, "finishReason": "STOP", "index": 0}
+    ],
+    "usageMetadata": {
+        "promptTokenCount": 1200,
+        "cachedContentTokenCount": 1024,
+        "candidatesTokenCount": 180,
+        "thoughtsTokenCount": 120,
+        "totalTokenCount": 1500,
+    },
+    "modelVersion": "gemini-2.5-flash",
+    "responseId": "gemini-fixture-1",
+}
+
+# Bedrock Converse: inputTokens EXCLUDES cache reads and writes (totalTokens = all four).
+BEDROCK_CONVERSE = {
+    "output": {"message": {"role": "assistant", "content": [{"text": "Hello!"}]}},
+    "stopReason": "end_turn",
+    "usage": {
+        "inputTokens": 100,
+        "outputTokens": 300,
+        "totalTokens": 1600,
+        "cacheReadInputTokens": 1000,
+        "cacheWriteInputTokens": 200,
+    },
+    "metrics": {"latencyMs": 120},
+}
+
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
 def _chat_stream(include_usage: bool) -> bytes:
     base = {k: OPENAI_CHAT[k] for k in ("id", "created", "model", "service_tier", "system_fingerprint")}
     base["object"] = "chat.completion.chunk"
@@ -105,8 +138,12 @@ class _Handler(BaseHTTPRequestHandler):
             payload: dict[str, Any] = OPENAI_CHAT
         elif self.path.endswith("/embeddings"):
             payload = OPENAI_EMBEDDINGS
-        elif self.path.endswith("/messages"):
-            payload = ANTHROPIC_MESSAGE
+        elif self.path.endswith("/messages") or self.path.endswith("/invoke"):
+            payload = ANTHROPIC_MESSAGE  # InvokeModel with a Claude model answers the Messages shape
+        elif self.path.endswith(":generateContent"):
+            payload = GEMINI_RESPONSE
+        elif self.path.endswith("/converse"):
+            payload = BEDROCK_CONVERSE
         else:
             self.send_error(404)
             return
@@ -151,7 +188,44 @@ def _anthropic_calls(base: str) -> None:
     )
 
 
+def _google_genai_calls(base: str) -> None:
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="fixture", http_options=types.HttpOptions(base_url=base))
+    client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+
+
+def _bedrock_calls(base: str) -> None:
+    import boto3
+
+    client = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=base,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDFIXTURE",
+        aws_secret_access_key="fixture",
+    )
+    client.converse(modelId=BEDROCK_MODEL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    client.invoke_model(modelId=BEDROCK_MODEL, body=json.dumps(body))
+
+
 def _instrument(name: str) -> Callable[[str], None]:
+    if name == "google_genai":
+        from opentelemetry.instrumentation.google_genai import GoogleGenAiSdkInstrumentor
+
+        GoogleGenAiSdkInstrumentor().instrument()
+        return _google_genai_calls
+    if name == "botocore_bedrock":
+        from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+
+        BotocoreInstrumentor().instrument()
+        return _bedrock_calls
     if name == "openai_v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -189,6 +263,8 @@ NAMES = (
     "openinference_openai",
     "openinference_anthropic",
     "anthropic_sdk",
+    "google_genai",
+    "botocore_bedrock",
 )
 
 # Large or content-bearing attributes that say nothing about usage; dropped to keep fixtures small.
