@@ -10,7 +10,7 @@ from otel_aibill.config import PricingConfig
 from otel_aibill.pricing.catalog import Catalog, Line, Miss, PriceContext, price_context
 from otel_aibill.pricing.markup import MarkupBook
 from otel_aibill.pricing.rates import UsageError
-from otel_aibill.semconv.record import slot_constructor
+from otel_aibill.records import slot_constructor
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
 _row = slot_constructor(PricedUsage)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from otel_aibill.semconv.record import slot_constructor
+from otel_aibill.records import slot_constructor
 from otel_aibill.usage import SpanView
 
 new_span_view = slot_constructor(SpanView)

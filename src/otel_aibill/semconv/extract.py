@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields
 
+from ..records import slot_constructor
 from ..usage import NotBillable, NotBillableReason, SpanView, UsageRecord
 from . import pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
 from .plan import Memo, plans
 from .providers import UNKNOWN, normalize_provider
-from .record import slot_constructor
 from .tokens import InvalidUsage, first_str
 
 _RECORD_FIELDS = (
