@@ -111,6 +111,20 @@ class UsageRecord:
     parent_span_id: str | None = None
 
 
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+)
+"""The token counts of a ``UsageRecord``, in field order."""
+
+
 class PriceStatus(StrEnum):
     PRICED = "priced"
     UNPRICED = "unpriced"  # usage with no known price: stored with its tokens, never $0

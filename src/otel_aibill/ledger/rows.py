@@ -15,21 +15,10 @@ from typing import Any
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
 from otel_aibill.ledger.schema import RESPONSE_BUCKET_NS
-from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
+from otel_aibill.usage import TOKEN_FIELDS, PricedUsage, PriceStatus, UsageRecord
 
 INT64_MAX = 2**63 - 1
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-)
 _OPTIONAL_TEXT = ("request_model", "response_model", "service_tier", "response_id", "server_address")
 
 INSERT_COLUMNS = (

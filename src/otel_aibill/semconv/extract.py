@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 
 from ..records import slot_constructor
-from ..usage import NotBillable, NotBillableReason, SpanView, UsageRecord
+from ..usage import TOKEN_FIELDS, NotBillable, NotBillableReason, SpanView, UsageRecord
 from . import pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
@@ -27,15 +27,7 @@ _RECORD_FIELDS = (
     "provider",
     "model",
     "operation",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
+    *TOKEN_FIELDS,
     "request_model",
     "response_model",
     "service_tier",

@@ -338,8 +338,8 @@ class StripeExporter:
         ]
 
     def _backoff(self, attempt: int) -> float:
-        base = min(self.sc.backoff_max, self.sc.backoff_initial * (2**attempt))
-        return float(base * (0.5 + random.random() / 2))
+        base: float = min(self.sc.backoff_max, self.sc.backoff_initial * 2.0**attempt)
+        return base * (0.5 + random.random() / 2)  # seconds, jittered
 
     def _record(self, events: Sequence[StoredEvent], result: SendResult, report: ExportReport) -> None:
         ids = [e.identifier for e in events]
