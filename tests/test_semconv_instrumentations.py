@@ -9,34 +9,12 @@ genai-prices under the normalised provider and model.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 from genai_prices import Usage, calc_price
 
 from otel_aibill.semconv import extract, normalize_provider, pricing_provider_id
 from otel_aibill.usage import NotBillable, NotBillableReason, SpanView, UsageRecord
-
-DATA = Path(__file__).parent / "data" / "semconv"
-
-
-def load(name: str) -> list[SpanView]:
-    raw: list[dict[str, Any]] = json.loads((DATA / f"{name}.json").read_text())
-    return [
-        SpanView(
-            trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
-            span_id=f"{index + 1:016x}",
-            name=span["name"],
-            start_time_ns=1_760_000_000_000_000_000,
-            end_time_ns=1_760_000_001_000_000_000,
-            attributes=span["attributes"],
-            scope_name=span["scope_name"],
-            scope_version=span["scope_version"],
-        )
-        for index, span in enumerate(raw)
-    ]
+from semconv_fixtures import load_spans
 
 
 def tokens(rec: UsageRecord) -> tuple[int, int, int, int, int]:
@@ -73,7 +51,7 @@ def refused(span: SpanView, reason: NotBillableReason) -> NotBillable:
 
 
 def test_google_genai_generate_content() -> None:
-    (span,) = load("google_genai")
+    (span,) = load_spans("google_genai")
     rec = billed(span)
     assert (rec.provider, rec.model, rec.operation, rec.convention) == (
         "gcp.gemini",
@@ -87,7 +65,7 @@ def test_google_genai_generate_content() -> None:
 
 
 def test_botocore_bedrock_converse_adds_cache_to_uncached_input() -> None:
-    converse, invoke = load("botocore_bedrock")
+    converse, invoke = load_spans("botocore_bedrock")
     rec = billed(converse)
     assert (rec.provider, rec.model, rec.operation, rec.convention) == (
         "aws.bedrock",
@@ -102,7 +80,7 @@ def test_botocore_bedrock_converse_adds_cache_to_uncached_input() -> None:
 
 
 def test_vercel_ai_bills_steps_not_the_calls_that_sum_them() -> None:
-    outer, step1, tool, step2, stream, do_stream, *_, embed, _do_embed = load("vercel_ai")
+    outer, step1, tool, step2, stream, do_stream, *_, embed, _do_embed = load_spans("vercel_ai")
     for span in (outer, stream, embed):
         assert "sum of its step spans" in refused(span, NotBillableReason.AGGREGATED_USAGE).detail
     refused(tool, NotBillableReason.NOT_GENAI)
@@ -127,7 +105,7 @@ def test_vercel_ai_bills_steps_not_the_calls_that_sum_them() -> None:
 
 
 def test_vercel_ai_before_6_corrects_provider_totals() -> None:
-    spans = load("vercel_ai")
+    spans = load_spans("vercel_ai")
     v5_anthropic, v5_google, v4_openai = spans[6], spans[7], spans[8]
     rec = billed(v5_anthropic)
     assert rec.provider == "anthropic"
@@ -142,7 +120,7 @@ def test_vercel_ai_before_6_corrects_provider_totals() -> None:
 
 
 def test_vercel_ai_embedding_step() -> None:
-    rec = billed(load("vercel_ai")[10])
+    rec = billed(load_spans("vercel_ai")[10])
     assert (rec.provider, rec.model, rec.operation) == ("openai", "text-embedding-3-small", "embeddings")
     assert tokens(rec) == (8, 0, 0, 0, 0)
 
