@@ -9,10 +9,9 @@ import pytest
 
 from otel_aibill.ledger import AppendBatch, SchemaTooNewError, SqliteLedger, open_ledger
 from otel_aibill.ledger.migrations import Migration, pending
-from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
 from otel_aibill.ledger.schema import MIGRATIONS
 from otel_aibill.ledger.sqlite import migrate, schema_version
-from test_ledger_support import priced
+from test_ledger_support import insert_as_before_v5, priced
 
 
 def test_fresh_database_is_at_the_latest_version(tmp_path: Path) -> None:
@@ -32,10 +31,7 @@ def test_opening_an_old_database_migrates_it(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     assert migrate(conn, target=1) == 1
     row = priced(customer="acme")
-    conn.execute(
-        f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})",
-        to_params(row, 1),
-    )
+    insert_as_before_v5(conn, [row])
     conn.execute("INSERT INTO trace_customers VALUES ('t1', 'acme', 1)")
     with pytest.raises(sqlite3.OperationalError, match="no such table: customers"):
         conn.execute("SELECT * FROM customers")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,19 +22,21 @@ from otel_aibill.ledger import (
     rollup,
 )
 from otel_aibill.ledger.base import LedgerRow, UsageSummary
-from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.ledger.schema import MIGRATIONS
 from otel_aibill.ledger.sqlite import migrate
-from otel_aibill.ledger.summary import DAY_NS, key_value, plan
+from otel_aibill.ledger.summary import DAY_NS, SummaryBuilder, key_value, plan
 from otel_aibill.usage import PricedUsage
-from test_ledger_support import HOUR, T0, priced, trace_id
+from test_ledger_support import HOUR, T0, insert_as_before_v5, priced, trace_id
 
 AMOUNTS = ["0.001", "0.1", "0.2", "12345678901234567890.123456789", "1E-40", "-0.3", "0.0001234567890123456"]
 
 
-@pytest.fixture
-def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteLedger]:
+@pytest.fixture(params=["background", "inline"])
+def ledger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[SqliteLedger]:
     monkeypatch.setattr(rollup, "FOLD_EVERY", 1)  # fold after every append
-    led = SqliteLedger(f"sqlite:///{tmp_path}/r.db")
+    led = SqliteLedger(f"sqlite:///{tmp_path}/r.db?rollup_fold={request.param}")
     yield led
     led.close()
 
@@ -60,13 +63,21 @@ def _add(total: object, amount: Decimal | None) -> Decimal:
 
 
 def _stored(led: SqliteLedger) -> dict[tuple[object, ...], tuple[object, ...]]:
+    assert led.wait_for_rollup(timeout=60)
     rows = led._writer.execute(
-        f"SELECT {', '.join((*rollup.KEYS, *rollup.COUNTS))}, cost, billed FROM usage_daily WHERE spans != 0"
+        f"SELECT {', '.join((*rollup.KEYS, *rollup.COUNTS, *rollup.PARTS))} FROM usage_daily WHERE spans != 0"
     )
-    return {tuple(r[:6]): (*r[6:14], Decimal(r[14]), Decimal(r[15])) for r in rows}
+    return {tuple(r[:6]): (*r[6:14], _amount(*r[14:17]), _amount(*r[17:20])) for r in rows}
+
+
+def _amount(hi: int, lo: int, extra: str | None) -> Decimal:
+    assert type(hi) is int and type(lo) is int
+    total = money.join(hi, lo)
+    return total if extra is None else money.add(total, Decimal(extra))
 
 
 def _folded(led: SqliteLedger) -> int:
+    assert led.wait_for_rollup(timeout=60)
     return rollup.folded_seq(led._writer)
 
 
@@ -227,14 +238,11 @@ def test_migration_backfills_the_rollup_and_keeps_seq_growing(tmp_path: Path) ->
     conn = sqlite3.connect(path, isolation_level=None)
     assert migrate(conn, target=3) == 3
     rows = _mixed_rows(random.Random(3), 120)
-    insert = (
-        f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
-    )
-    conn.executemany(insert, [to_params(r, 1) for r in rows])
+    insert_as_before_v5(conn, rows)
     conn.close()
 
     led = SqliteLedger(f"sqlite:///{path}")
-    assert led.schema_version() == 4
+    assert led.schema_version() == len(MIGRATIONS)
     assert _folded(led) == 120
     assert _stored(led) == _truth(led)
     before = max(r.seq for r in led.rows(limit=1000))
@@ -259,3 +267,112 @@ def test_plan_splits_windows_into_whole_days_and_edges() -> None:
     assert [(p.days, p.low, p.high) for p in plan(2 * d, 3 * d)] == [(True, 2, 3)]
     assert [(p.days, p.low, p.high) for p in plan(d + 5, d + 9)] == [(False, d + 5, d + 9)]
     assert [(p.days, p.low, p.high) for p in plan(d + 5, 2 * d + 1)] == [(False, d + 5, 2 * d + 1)]
+
+
+def test_a_fold_computed_before_an_attribution_of_its_rows_is_not_applied(tmp_path: Path) -> None:
+    led = SqliteLedger(f"sqlite:///{tmp_path}/s.db?rollup_fold=inline")
+    rows = [priced(customer=None, cost="0.5"), priced(customer="a", cost="0.25")]
+    led.append(AppendBatch(rows=rows))
+    with led._read() as snapshot:
+        computed = rollup.compute_fold(snapshot, at_least=1)
+    assert computed is not None
+    u = rows[0].usage
+    assert led.set_attribution([Attribution(u.trace_id, u.span_id, "late", Decimal("0.6"), None)]) == 1
+    with led._write() as conn:
+        assert not rollup.apply_fold(conn, computed)  # it summed the row as pending
+        assert rollup.fold(conn) == 2
+    assert _stored(led) == _truth(led)
+    with led._write() as conn:
+        assert not rollup.apply_fold(conn, computed)  # already folded
+    assert _stored(led) == _truth(led)
+    led.close()
+
+
+def test_background_folds_beside_appends_and_attribution_stay_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends, attribution of pending rows and summaries from several threads while the worker
+    folds: the rollup always ends equal to the rows, and summaries equal a plain row scan."""
+    monkeypatch.setattr(rollup, "FOLD_EVERY", 40)
+    led = SqliteLedger(f"sqlite:///{tmp_path}/bg.db")
+    rng = random.Random(11)
+    batches = [_mixed_rows(rng, 30) for _ in range(40)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def appender() -> None:
+        try:
+            for batch in batches:
+                led.append(AppendBatch(rows=batch))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def attributor() -> None:
+        try:
+            while not done.is_set():
+                pending = led.pending_attribution(limit=20)
+                led.set_attribution(
+                    [
+                        Attribution(r.priced.usage.trace_id, r.priced.usage.span_id, "late", None, None)
+                        for r in pending
+                    ]
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                led.usage_summary(UsageQuery(by=("customer",)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (appender, attributor, reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert led.wait_for_rollup(timeout=60)
+    assert led._folder is not None and led._folder.folds + led._folder.stale > 0
+    assert led.usage_summary(UsageQuery()) == _scan_rows(led, UsageQuery())  # rollup + tail
+    with led._write() as conn:
+        rollup.fold(conn)  # the tail shorter than FOLD_EVERY too, to compare the whole rollup
+    assert _stored(led) == _truth(led)
+    assert led.usage_summary(UsageQuery()) == _scan_rows(led, UsageQuery())
+    led.close()
+
+
+def _scan_rows(led: SqliteLedger, query: UsageQuery) -> list[UsageSummary]:
+    builder = SummaryBuilder(by=tuple(query.by))
+    with led._read() as conn:
+        led._summarize_rows(conn, builder, query, None, None, after_seq=None)
+    return builder.build()
+
+
+def test_version_4_rows_move_to_version_5_exactly(tmp_path: Path) -> None:
+    """Rows as version 4 stored them (two integer parts per amount) get their units computed from
+    the amount texts, read back as the same Decimals, and are folded into the new rollup."""
+    path = tmp_path / "v4.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=4) == 4
+    amounts = ["0.0000001", "7.5E-8", "0.0041250", "1234.5", "9000", "0.1234567890123456789", "-0.3"]
+    rows = [priced(cost=Decimal(a), billed=Decimal(a) * 2, customer="c") for a in amounts]
+    insert_as_before_v5(conn, rows)
+    conn.close()
+
+    led = SqliteLedger(f"sqlite:///{path}")
+    assert led.schema_version() == len(MIGRATIONS)
+    key = lambda p: str(p.cost)  # noqa: E731
+    assert sorted((r.priced for r in led.rows()), key=key) == sorted(rows, key=key)
+    stored = dict(led._writer.execute("SELECT cost, cost_units FROM usage").fetchall())
+    assert stored == {str(Decimal(a)): money.units(str(Decimal(a))) for a in amounts}
+    assert stored["7.5E-8"] == 75_000_000 and stored["9000"] is None
+    assert _folded(led) == len(rows)
+    assert _stored(led) == _truth(led)
+    [summary] = led.usage_summary(UsageQuery())
+    assert summary.cost == sum(Decimal(a) for a in amounts)
+    assert summary.billed == 2 * sum(Decimal(a) for a in amounts)
+    led.close()

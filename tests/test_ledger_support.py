@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from decimal import Decimal
 
+from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -69,3 +71,28 @@ def priced(
         markup_rule="global" if billed_d is not None else None,
         unpriced_reason="" if cost_d is not None else "unknown model",
     )
+
+
+def insert_as_before_v5(conn: sqlite3.Connection, rows: list[PricedUsage]) -> None:
+    """Store rows the way schema versions 1-4 did: two integer parts per amount, no units."""
+    columns = [c for c in INSERT_COLUMNS if not c.endswith("_units")]
+    keep = [i for i, c in enumerate(INSERT_COLUMNS) if not c.endswith("_units")]
+    parts = ("cost_hi", "cost_lo", "billed_hi", "billed_lo")
+    sql = (
+        f"INSERT INTO usage ({', '.join((*columns, *parts))})"
+        f" VALUES ({', '.join('?' * (len(columns) + len(parts)))})"
+    )
+    params = []
+    for row in rows:
+        p = to_params(row, 1)
+        params.append((*(p[i] for i in keep), *_old_parts(row.cost), *_old_parts(row.billed)))
+    conn.executemany(sql, params)
+
+
+def _old_parts(amount: Decimal | None) -> tuple[int | None, int | None]:
+    if amount is None or amount.adjusted() >= 9:
+        return None, None
+    scaled = amount.scaleb(15)
+    if scaled != int(scaled):
+        return None, None
+    return divmod(int(scaled), 10**9)

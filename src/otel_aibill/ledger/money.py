@@ -1,11 +1,13 @@
 """Exact Decimal sums that SQLite can do with integers.
 
-Amounts are stored as TEXT (full precision, the source of truth). Next to each, an amount with at
-most ``SCALE`` decimals and magnitude below 10^9 is also stored as two integers:
-``hi`` = whole micro-units (floor) and ``lo`` = the remaining 10^-15 units (0 <= lo < 10^9).
-Integer ``sum()`` over those is exact and cannot overflow for any realistic group
-(sum(lo) needs 9e9 rows); amounts that don't fit get NULL parts and are summed from their text in
-Python. All arithmetic here runs in an unbounded context, so no sum is ever rounded.
+Amounts are stored as TEXT (``str(Decimal)``: full precision, the source of truth). Next to each,
+an amount with at most ``SCALE`` decimals and a magnitude below ``UNITS_LIMIT`` 10^-15 units
+(about 9,000 currency units: any single LLM call) is also stored as one integer, its count of
+10^-15 units. Sums split that into ``hi`` = whole micro-units (``units / 10^9``) and ``lo`` = the
+rest (``units % 10^9``) with SQL's integer arithmetic, so integer ``sum()`` over them is exact and
+cannot overflow for any realistic group (sum(lo) needs 9e9 rows). Amounts without units are
+summed from their text in Python. All arithmetic here runs in an unbounded context, so no sum is
+ever rounded.
 """
 
 from __future__ import annotations
@@ -14,36 +16,52 @@ from collections.abc import Iterable
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation
 
 SCALE = 15
+UNITS_LIMIT = 9 * 10**18  # |units| below this fits SQLite's int64
 _LO_UNITS = 10**9  # 10^-15 units per micro-unit
-_LIMIT_DIGITS = 9  # amounts below 10^9 in magnitude
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact])
 _ZERO = Decimal(0)
+_PAD = tuple("0" * (SCALE - n) for n in range(SCALE + 1))
 
 
-def split(amount: Decimal) -> tuple[int, int] | tuple[None, None]:
-    """``(hi, lo)`` integer parts of ``amount``, or ``(None, None)`` when it doesn't fit exactly."""
-    if not amount.is_finite() or amount.adjusted() >= _LIMIT_DIGITS:
-        return None, None
-    scaled = EXACT.scaleb(amount, SCALE)
-    units = int(scaled)
-    if units != scaled:
-        return None, None
-    hi, lo = divmod(units, _LO_UNITS)
-    return hi, lo
+def units(text: str) -> int | None:
+    """10^-15 units of the amount whose storage text (``str(Decimal)``) is ``text``, or None.
 
-
-def split_text(text: str) -> tuple[int, int] | tuple[None, None]:
-    """``split`` of the amount whose storage text (``str(Decimal)``) is ``text``, by string work.
-
-    The append path runs this for two amounts a row, so it avoids Decimal arithmetic: plain
-    ``[-]whole.fraction`` texts are cut and joined; exponent notation takes the Decimal way.
+    The append path runs this for two amounts a row, so plain ``[-]whole.fraction`` texts are
+    handled by string work alone (about a third of the cost of Decimal arithmetic); exponent
+    notation (``str`` uses it below 1e-6) takes the Decimal way.
     """
+    if "E" in text:
+        return _units_of(Decimal(text))
     whole, _, fraction = text.partition(".")
-    digits = len(whole) - (whole[0] == "-")
-    if len(fraction) > SCALE or digits > _LIMIT_DIGITS or "E" in text:
-        return split(Decimal(text))
-    hi, lo = divmod(int(whole + fraction.ljust(SCALE, "0")), _LO_UNITS)
-    return hi, lo
+    if len(fraction) > SCALE:
+        return None
+    n = int(whole + fraction + _PAD[len(fraction)])
+    return n if -UNITS_LIMIT < n < UNITS_LIMIT else None
+
+
+def _units_of(amount: Decimal) -> int | None:
+    if not amount.is_finite():
+        return None
+    scaled = EXACT.scaleb(amount, SCALE)
+    n = int(scaled)
+    return n if n == scaled and -UNITS_LIMIT < n < UNITS_LIMIT else None
+
+
+def sum_hi(col: str, where: str = "") -> str:
+    """SQL: the summed whole micro-units of ``{col}_units`` (of the rows matching ``where``)."""
+    value = f"{col}_units / {_LO_UNITS}"
+    return f"sum(CASE WHEN {where} THEN {value} END)" if where else f"sum({value})"
+
+
+def sum_lo(col: str, where: str = "") -> str:
+    """SQL: the summed rest (10^-15 units below a micro-unit) of ``{col}_units``."""
+    value = f"{col}_units % {_LO_UNITS}"
+    return f"sum(CASE WHEN {where} THEN {value} END)" if where else f"sum({value})"
+
+
+def unfit(col: str) -> str:
+    """SQL: the amount text where it has no units (for ``group_concat``), else NULL."""
+    return f"CASE WHEN {col}_units IS NULL THEN {col} END"
 
 
 def join(hi_sum: int, lo_sum: int) -> Decimal:

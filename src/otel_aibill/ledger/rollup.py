@@ -1,27 +1,34 @@
 """The per-day rollup of billable usage: what makes long-range summaries independent of row count.
 
 ``usage_daily`` holds, per (day, customer, provider, model, operation, currency), the counts and
-exact Decimal sums (TEXT) of every billable row with ``seq <= rollup_state.folded_seq``; rows
-above that mark (the *tail*) are read from ``usage`` itself. Appends fold the tail in when it
-reaches ``FOLD_EVERY`` rows, in the same transaction, so a fold touches each group once per
-``FOLD_EVERY`` rows instead of once a batch. ``set_attribution`` moves folded rows between groups
-(pending -> customer) by subtracting their contribution before the update and adding it after,
-with the same statement. A summary = rollup (whole days) + tail (same days) + ``usage`` for the
-partial days at the edges of the window, so it is exact at any moment.
+exact sums of every billable row with ``seq <= rollup_state.folded_seq``; rows above that mark
+(the *tail*) are read from ``usage`` itself. A fold adds the tail to the rollup once it reaches
+``FOLD_EVERY`` rows, so each group is touched once per ``FOLD_EVERY`` rows instead of once a
+batch; it runs beside appends (``folding.py``) or inside them. ``set_attribution`` moves folded
+rows between groups (pending -> customer) by subtracting their contribution before the update and
+adding it after, with the same statements. A summary = rollup (whole days) + tail (same days) +
+``usage`` for the partial days at the edges of the window, so it is exact at any moment.
 
-Sums are exact: the fold adds the integer parts of ``money.py`` in SQL and joins them, with any
-amount that has no integer parts, in Python (``dec_total``); groups are merged with ``dec_add``.
-Both are registered on the writing connection (``register_functions``); readers need neither.
+Sums are exact and, in the common case, pure SQL: each amount is summed as integer parts
+(``money.py``: ``hi`` micro-units and ``lo`` 10^-15 units, carried into ``hi`` on every merge so
+``lo`` stays small) plus ``*_extra``, the exact sum (TEXT) of the amounts that have no integer
+parts, which is NULL unless there are some; only those are added in Python. A fold's groups pass
+through Python as one JSON text, so a fold on a worker thread takes the GIL a few times, not once
+per group.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
-from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from otel_aibill.ledger import money
 from otel_aibill.ledger.summary import DAY_NS
+
+_log = logging.getLogger(__name__)
 
 FOLD_EVERY = 50_000
 """Tail rows that trigger a fold; also the most rows a summary reads from ``usage`` for whole days."""
@@ -38,64 +45,100 @@ COUNTS = (
     "unpriced_spans",
     "pending_spans",
 )
+AMOUNTS = ("cost", "billed")
+PARTS = tuple(f"{a}_{p}" for a in AMOUNTS for p in ("hi", "lo", "extra"))
 PENDING_KEY = ""
 """The ``customer`` of pending usage in the rollup (a key column cannot be NULL)."""
 
-_CHECKS = ", ".join(f"{c} INTEGER NOT NULL CHECK (typeof({c}) = 'integer')" for c in COUNTS)
+_INTEGERS = (*COUNTS, *(f"{a}_{p}" for a in AMOUNTS for p in ("hi", "lo")))
+# Integers stay integers (the CHECKs refuse SQLite's silent switch to REAL on overflow).
+_CHECKS = ", ".join(f"{c} INTEGER NOT NULL CHECK (typeof({c}) = 'integer')" for c in _INTEGERS)
 STATEMENTS = (
     "CREATE TABLE usage_daily ("
     " day INTEGER NOT NULL, customer TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,"
-    f" operation TEXT NOT NULL, currency TEXT NOT NULL, {_CHECKS},"
-    " cost TEXT NOT NULL, billed TEXT NOT NULL,"
+    f" operation TEXT NOT NULL, currency TEXT NOT NULL, {_CHECKS}, cost_extra TEXT, billed_extra TEXT,"
     " PRIMARY KEY (day, customer, provider, model, operation, currency)"
     ") WITHOUT ROWID",
-    "CREATE TABLE rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1), folded_seq INTEGER NOT NULL)",
-    "INSERT INTO rollup_state (id, folded_seq) VALUES (1, 0)",
 )
-"""Schema of the rollup (a migration); ``fold`` then backfills it from existing rows."""
+"""Schema of the rollup table (migration 5); ``fold`` then backfills it from existing rows."""
 
-_COLUMNS = ", ".join((*KEYS, *COUNTS, "cost", "billed"))
-# Counts stay integers (the CHECKs refuse SQLite's silent switch to REAL on overflow).
+_COLUMNS = (*KEYS, *COUNTS, *PARTS)
+_LO_UNITS = 1_000_000_000
+
+
+def _merge_amount(a: str) -> str:
+    hi, lo, extra = f"{a}_hi", f"{a}_lo", f"{a}_extra"
+    return (
+        f"{hi} = {hi} + excluded.{hi} + ({lo} + excluded.{lo}) / {_LO_UNITS},"
+        f" {lo} = ({lo} + excluded.{lo}) % {_LO_UNITS},"
+        f" {extra} = CASE WHEN excluded.{extra} IS NULL THEN {extra} WHEN {extra} IS NULL"
+        f" THEN excluded.{extra} ELSE dec_add({extra}, excluded.{extra}) END"
+    )
+
+
 _MERGE = (
     f" ON CONFLICT ({', '.join(KEYS)}) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in COUNTS)
-    + ", cost = dec_add(cost, excluded.cost), billed = dec_add(billed, excluded.billed)"
+    + ", "
+    + ", ".join(_merge_amount(a) for a in AMOUNTS)
 )
+_APPLY = (
+    f"INSERT INTO usage_daily ({', '.join(_COLUMNS)})"
+    f" SELECT {', '.join(f'json_extract(value, {chr(39)}$[{i}]{chr(39)})' for i in range(len(_COLUMNS)))}"
+    " FROM json_each(?) WHERE true" + _MERGE
+)
+"""Adds the groups of one JSON array (``_groups``) to the rollup: one statement, no Python."""
 
 
-def _fold_sql(rows: str, *, sign: int, integer_parts: bool) -> str:
-    """Add (sign 1) or subtract (-1) the contribution of the billable ``usage`` rows ``rows``."""
+def _groups_sql(rows: str, *, sign: int) -> str:
+    """One JSON array of the contribution (sign 1) or its negation (-1) of the billable ``usage``
+    rows ``rows``: per group, ``_COLUMNS`` except that each ``*_extra`` is the space-separated
+    texts of the amounts without integer parts (summed in Python, ``_groups``)."""
     neg = "-" if sign < 0 else ""
-    counts = (
-        "count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
-        " sum(cache_write_tokens), sum(reasoning_tokens), sum(status = 'unpriced'), sum(customer IS NULL)"
-    )
-    counts = ", ".join(f"{neg}{c.strip()}" for c in counts.split(", "))
-
-    def amount(col: str) -> str:
-        if integer_parts:
-            return (
-                f"dec_total(sum({col}_hi), sum({col}_lo),"
-                f" group_concat(CASE WHEN {col}_hi IS NULL THEN {col} END, ' '), {sign})"
-            )
-        return f"dec_total(0, 0, group_concat({col}, ' '), {sign})"
-
+    counts = [
+        "count(*)",
+        *(f"sum({c})" for c in COUNTS[1:6]),
+        "sum(status = 'unpriced')",
+        "sum(customer IS NULL)",
+    ]
+    values = [f"{neg}{c}" for c in counts]
+    for a in AMOUNTS:
+        values += [
+            f"{neg}coalesce({money.sum_hi(a)}, 0)",
+            f"{neg}coalesce({money.sum_lo(a)}, 0)",
+            f"group_concat({money.unfit(a)}, ' ')",
+        ]
+    names = ", ".join(f"c{i}" for i in range(len(_COLUMNS)))
     return (
-        f"INSERT INTO usage_daily ({_COLUMNS})"
-        f" SELECT start_time_ns / {DAY_NS}, coalesce(customer, '{PENDING_KEY}'), provider, model,"
-        f" operation, currency, {counts}, {amount('cost')}, {amount('billed')}"
-        f" FROM usage NOT INDEXED WHERE {rows} AND duplicate_of IS NULL GROUP BY 1, 2, 3, 4, 5, 6" + _MERGE
+        f"WITH g({names}) AS ("
+        f"SELECT start_time_ns / {DAY_NS}, coalesce(customer, '{PENDING_KEY}'), provider, model,"
+        f" operation, currency, {', '.join(values)}"
+        f" FROM usage NOT INDEXED WHERE {rows} AND duplicate_of IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
+        f") SELECT json_group_array(json_array({names})) FROM g"
     )
 
 
 _RANGE = "seq > ? AND seq <= ?"
 _LISTED = "seq IN (SELECT value FROM json_each(?))"
+_EXTRAS = tuple(_COLUMNS.index(f"{a}_extra") for a in AMOUNTS)
 
 
-def _dec_total(hi: int | None, lo: int | None, extras: str | None, sign: int) -> str:
-    total = money.join(hi or 0, lo or 0)
-    if extras:
-        total = money.add(total, money.exact_sum(Decimal(x) for x in extras.split()))
+def _groups(conn: sqlite3.Connection, rows: str, args: tuple[object, ...], *, sign: int) -> str:
+    """The ``_APPLY`` JSON of rows ``rows``: SQL's groups, their extras texts summed exactly."""
+    (packed,) = conn.execute(_groups_sql(rows, sign=sign), args).fetchone()
+    groups = json.loads(packed)
+    if all(g[i] is None for g in groups for i in _EXTRAS):
+        return str(packed)
+    for g in groups:
+        for i in _EXTRAS:
+            g[i] = _exact_sum(g[i], sign)
+    return json.dumps(groups)
+
+
+def _exact_sum(texts: str | None, sign: int) -> str | None:
+    if texts is None:
+        return None
+    total = money.exact_sum(Decimal(x) for x in texts.split())
     return str(money.EXACT.minus(total) if sign < 0 else total)
 
 
@@ -103,45 +146,107 @@ def _dec_add(a: str, b: str) -> str:
     return str(money.add(Decimal(a), Decimal(b)))
 
 
+def _dec_units(text: str | None) -> int | None:
+    return None if text is None else money.units(text)
+
+
 def register_functions(conn: sqlite3.Connection) -> None:
-    conn.create_function("dec_total", 4, _dec_total, deterministic=True)
     conn.create_function("dec_add", 2, _dec_add, deterministic=True)
+    conn.create_function("dec_units", 1, _dec_units, deterministic=True)
 
 
 def folded_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT folded_seq FROM rollup_state").fetchone()[0])
 
 
-def _run(conn: sqlite3.Connection, rows: str, args: Sequence[object], *, sign: int) -> None:
-    try:
-        conn.execute(_fold_sql(rows, sign=sign, integer_parts=True), args)
-    except sqlite3.OperationalError as exc:
-        if "overflow" not in str(exc):
-            raise
-        # sum() of the integer parts overflowed: add every amount from its text instead.
-        conn.execute(_fold_sql(rows, sign=sign, integer_parts=False), args)
+def tail(conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(folded_seq, max(seq))``: the tail is the rows in between."""
+    start = folded_seq(conn)
+    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM usage").fetchone()[0])
+    return start, last
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A fold worked out (on a read snapshot, or in the write transaction itself): the tail
+    ``(start, last]`` summed per group, valid while ``folded_seq`` is still ``start`` and no tail
+    row changed (``tail_changes``)."""
+
+    start: int
+    last: int
+    tail_changes: int
+    groups: tuple[str, ...]  # _APPLY JSON, one per chunk of the tail
+
+
+def compute_fold(conn: sqlite3.Connection, *, at_least: int) -> Fold | None:
+    """The fold of the current tail, or None if it is shorter than ``at_least`` rows.
+
+    This is where a fold's cost is (scanning and sorting the tail), so it can run on a read
+    snapshot beside appends: SQLite works with the GIL released and the result is one JSON text.
+    """
+    start, last = tail(conn)
+    if last - start < max(at_least, 1):
+        return None
+    changes = int(conn.execute("SELECT tail_changes FROM rollup_state").fetchone()[0])
+    chunks = tuple(
+        _groups(conn, _RANGE, (low, min(low + _FOLD_CHUNK, last)), sign=1)
+        for low in range(start, last, _FOLD_CHUNK)
+    )
+    return Fold(start, last, changes, chunks)
+
+
+def apply_fold(conn: sqlite3.Connection, computed: Fold) -> bool:
+    """Write a computed fold in the caller's write transaction, if its snapshot is still current.
+
+    Rows are never deleted and appends only add rows above ``last``, so the tail it summed is
+    unchanged unless ``set_attribution`` touched it (which counts in ``tail_changes``) or another
+    fold got there first; then nothing is written and False is returned.
+    """
+    row = conn.execute("SELECT folded_seq, tail_changes FROM rollup_state").fetchone()
+    if (int(row[0]), int(row[1])) != (computed.start, computed.tail_changes):
+        return False
+    for groups in computed.groups:
+        conn.execute(_APPLY, (groups,))
+    conn.execute("UPDATE rollup_state SET folded_seq = ?", (computed.last,))
+    return True
 
 
 def fold(conn: sqlite3.Connection, *, at_least: int = 0) -> int:
-    """Fold the tail into the rollup if it has ``at_least`` rows; returns the rows folded.
-
-    Runs inside the caller's write transaction.
-    """
-    start = folded_seq(conn)
-    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM usage").fetchone()[0])
-    if last - start < max(at_least, 1):
+    """Fold the tail into the rollup if it has ``at_least`` rows, inside the caller's write
+    transaction; returns the rows folded."""
+    computed = compute_fold(conn, at_least=at_least)
+    if computed is None:
         return 0
-    for low in range(start, last, _FOLD_CHUNK):
-        _run(conn, _RANGE, (low, min(low + _FOLD_CHUNK, last)), sign=1)
-    conn.execute("UPDATE rollup_state SET folded_seq = ?", (last,))
-    return last - start
+    apply_fold(conn, computed)
+    return computed.last - computed.start
+
+
+def fold_quietly(conn: sqlite3.Connection, *, at_least: int) -> None:
+    """``fold``, except that sums too large for the rollup leave the tail in place (summaries
+    read it) with a warning instead of failing the write they ride along with."""
+    conn.execute("SAVEPOINT fold")
+    try:
+        fold(conn, at_least=at_least)
+    except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+        conn.execute("ROLLBACK TO fold")
+        conn.execute("RELEASE fold")
+        if isinstance(exc, sqlite3.OperationalError) and "overflow" not in str(exc):
+            raise
+        _log.warning("usage rollup not updated (%s); summaries read the rows instead", exc)
+        return
+    conn.execute("RELEASE fold")
+
+
+def note_tail_change(conn: sqlite3.Connection) -> None:
+    """Record that rows above ``folded_seq`` changed (invalidates folds computed before)."""
+    conn.execute("UPDATE rollup_state SET tail_changes = tail_changes + 1")
 
 
 def unfold_rows(conn: sqlite3.Connection, seqs_json: str) -> None:
     """Subtract folded rows (a JSON array of seqs) from the rollup, before they change."""
-    _run(conn, _LISTED, (seqs_json,), sign=-1)
+    conn.execute(_APPLY, (_groups(conn, _LISTED, (seqs_json,), sign=-1),))
 
 
 def refold_rows(conn: sqlite3.Connection, seqs_json: str) -> None:
     """Add folded rows back after they changed."""
-    _run(conn, _LISTED, (seqs_json,), sign=1)
+    conn.execute(_APPLY, (_groups(conn, _LISTED, (seqs_json,), sign=1),))

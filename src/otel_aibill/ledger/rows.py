@@ -6,6 +6,7 @@ batch is refused rather than stored half-right.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -43,16 +44,19 @@ INSERT_COLUMNS = (
     "price_key",
     "markup_rule",
     "unpriced_reason",
-    "cost_hi",
-    "cost_lo",
-    "billed_hi",
-    "billed_lo",
+    "cost_units",
+    "billed_units",
     "ingested_at_ns",
     "resp_bucket",
     "duplicate_of",
 )
 DUPLICATE_OF = INSERT_COLUMNS.index("duplicate_of")
-SELECT_COLUMNS = ("seq", *INSERT_COLUMNS[: INSERT_COLUMNS.index("cost_hi")], "ingested_at_ns", "export_batch")
+SELECT_COLUMNS = (
+    "seq",
+    *INSERT_COLUMNS[: INSERT_COLUMNS.index("cost_units")],
+    "ingested_at_ns",
+    "export_batch",
+)
 
 
 class InvalidRowError(ValueError):
@@ -64,68 +68,60 @@ def _fail(usage: UsageRecord, message: str) -> InvalidRowError:
 
 
 _STATUS = {PriceStatus.PRICED: "priced", PriceStatus.UNPRICED: "unpriced"}
-_DECIMAL = frozenset({Decimal})
-_NONE = frozenset({type(None)})
 _USAGE_FIELDS = attrgetter(*INSERT_COLUMNS[: INSERT_COLUMNS.index("status")])
 _PRICED_FIELDS = attrgetter(
     "status", "cost", "billed", "currency", "price_version", "price_key", "markup_rule", "unpriced_reason"
 )
-_TEXTS_AND_INTS = itemgetter(0, 1, 5, 6, 7, 3, 4, *range(8, 8 + len(TOKEN_FIELDS)))
-_TYPES = (str,) * 5 + (int,) * (2 + len(TOKEN_FIELDS))
+_REQUIRED_TEXTS = itemgetter(0, 1, 5, 6, 7)  # trace_id, span_id, provider, model, operation
+_INTS = itemgetter(3, 4, *range(8, 8 + len(TOKEN_FIELDS)))  # start, end, tokens
+_NON_NEGATIVE = struct.Struct(f"{2 + len(TOKEN_FIELDS)}Q").pack  # int (or __index__) in [0, 2^64)
+_INT64 = struct.Struct(f"{2 + len(TOKEN_FIELDS)}q").pack  # int in [-2^63, 2^63)
+_JOIN = "".join  # TypeError unless every item is a str
 _CUSTOMER = INSERT_COLUMNS.index("customer")
 _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
+_START = INSERT_COLUMNS.index("start_time_ns")
+_UNITS = money.units
+_NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
 
 
 def to_params(priced: PricedUsage, ingested_at_ns: int) -> tuple[Any, ...]:
     """The INSERT parameters (in ``INSERT_COLUMNS`` order) for one row; ``duplicate_of`` is None.
 
-    This runs for every appended row, so it is one C-level attribute fetch and a few whole-tuple
-    structural checks (types, emptiness, range); the detailed message is only worked out once
-    something is wrong. Producers already validate fields, these checks keep junk (floats, NaN,
-    strings for numbers) from being stored if one does not.
+    This runs for every appended row, so each check is one C-level call over a whole group of
+    fields (texts joined, integers packed as int64 and uint64); the message naming the bad field is
+    only worked out once something is wrong. Producers already validate fields, these checks keep
+    junk (floats, NaN, strings for numbers, out-of-range counts) from being stored if one does not.
     """
-    fields = _USAGE_FIELDS(priced.usage)
-    checked = _TEXTS_AND_INTS(fields)
-    if tuple(map(type, checked)) != _TYPES or "" in checked or fields[_CUSTOMER] == "":
-        raise _fail(priced.usage, _first_bad_text(priced.usage) or _first_bad_int(priced.usage))
-    ints = checked[5:]
-    if min(ints) < 0 or max(ints) > INT64_MAX:
-        raise _fail(priced.usage, _first_bad_int(priced.usage))
-    status, cost, billed, *rest = _PRICED_FIELDS(priced)
-    kinds = {type(cost), type(billed)}
-    cost_text: str | None
-    billed_text: str | None
-    if cost is not None and billed is not None and kinds == _DECIMAL and status is PriceStatus.PRICED:
+    usage = priced.usage
+    fields = _USAGE_FIELDS(usage)
+    texts = _REQUIRED_TEXTS(fields)
+    ints = _INTS(fields)
+    try:
+        _JOIN(texts)
+        _NON_NEGATIVE(*ints)
+        _INT64(*ints)
+    except (TypeError, struct.error):
+        raise _fail(usage, _first_bad_text(usage) or _first_bad_int(usage)) from None
+    if "" in texts or fields[_CUSTOMER] == "":
+        raise _fail(usage, _first_bad_text(usage))
+    priced_fields = _PRICED_FIELDS(priced)
+    status, cost, billed = priced_fields[:3]
+    if type(cost) is Decimal and type(billed) is Decimal and status is PriceStatus.PRICED:
         cost_text = str(cost)
         billed_text = str(billed)
         if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
-            raise _fail(priced.usage, _bad_amounts(priced))
-        amounts = (*money.split_text(cost_text), *money.split_text(billed_text))
-        status_text = "priced"
-    elif kinds <= _NONE_OR_DECIMAL:
-        status_text, cost_text, billed_text, amounts = _amounts_slow(priced, status)
+            raise _fail(usage, _bad_amounts(priced))
+        amounts: tuple[str, str | None, str | None] = ("priced", cost_text, billed_text)
+        units: tuple[int | None, ...] = (_UNITS(cost_text), _UNITS(billed_text))
     else:
-        raise _fail(priced.usage, _bad_amounts(priced))
-    bucket = None if fields[_RESPONSE_ID] is None else fields[3] // RESPONSE_BUCKET_NS
-    return (
-        *fields,
-        status_text,
-        cost_text,
-        billed_text,
-        *rest,
-        *amounts,
-        ingested_at_ns,
-        bucket,
-        None,
-    )
+        amounts = _amounts_slow(priced, status)
+        units = tuple(None if text is None else _UNITS(text) for text in amounts[1:])
+    bucket = None if fields[_RESPONSE_ID] is None else fields[_START] // RESPONSE_BUCKET_NS
+    return fields + amounts + priced_fields[3:] + units + (ingested_at_ns, bucket, None)
 
 
-_NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
-_NONE_OR_DECIMAL = _NONE | _DECIMAL
-
-
-def _amounts_slow(priced: PricedUsage, status: Any) -> tuple[str, str | None, str | None, tuple[Any, ...]]:
-    """Status and amounts of a row that is not the common case (priced, with cost and billed)."""
+def _amounts_slow(priced: PricedUsage, status: Any) -> tuple[str, str | None, str | None]:
+    """Status and amount texts of a row that is not the common case (priced, with cost and billed)."""
     u = priced.usage
     text = _STATUS.get(status) if isinstance(status, PriceStatus) else None
     if text is None:
@@ -140,11 +136,19 @@ def _amounts_slow(priced: PricedUsage, status: Any) -> tuple[str, str | None, st
             raise _fail(u, "a priced row needs a cost")
         if billed is not None:
             raise _fail(u, "an unpriced row has no billed amount")
-        return text, None, None, (None, None, None, None)
-    if text == "unpriced":
+    elif text == "unpriced":
         raise _fail(u, "an unpriced row has no cost")
-    billed_parts = (None, None) if billed is None else money.split_text(billed)
-    return text, cost, billed, (*money.split_text(cost), *billed_parts)
+    return text, cost, billed
+
+
+def diagnose(rows: Sequence[PricedUsage], error: Exception) -> Exception:
+    """What to raise when SQLite refused a batch that passed ``to_params``: the row's own problem
+    (a value the fast checks let through, such as an int subclass or > 2^63) if one is found."""
+    for priced in rows:
+        problem = _first_bad_text(priced.usage) or _first_bad_int(priced.usage, strict=True)
+        if problem:
+            return _fail(priced.usage, problem)
+    return error
 
 
 def _bad_amounts(priced: PricedUsage) -> str:
@@ -166,12 +170,12 @@ def _first_bad_text(u: UsageRecord) -> str:
     return ""
 
 
-def _first_bad_int(u: UsageRecord) -> str:
+def _first_bad_int(u: UsageRecord, *, strict: bool = False) -> str:
     for name in ("start_time_ns", "end_time_ns", *TOKEN_FIELDS):
         value = getattr(u, name)
         if type(value) is not int or not 0 <= value <= INT64_MAX:
             return f"{name} must be an integer in [0, 2^63), got {value!r}"
-    raise AssertionError("no bad integer field")
+    return "" if strict else "a field has a value that cannot be stored"
 
 
 def _decimal(text: str | None) -> Decimal | None:

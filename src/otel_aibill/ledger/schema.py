@@ -20,7 +20,14 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 * ``seq`` is a plain INTEGER PRIMARY KEY since version 4 (AUTOINCREMENT cost ~7% of the append
   rate); with no deletes, the next rowid is max(seq) + 1, so it still only grows.
 * ``usage_daily`` is a per-day rollup for summaries (``rollup.py``).
-* Amounts are TEXT (exact); ``*_hi``/``*_lo`` are exact integer parts for fast sums (``money.py``).
+* Amounts are TEXT (exact); ``*_units`` is the same amount as an integer count of 10^-15 units
+  where it fits, for exact sums in SQL (``money.py``). Until version 5 each amount had two
+  integer columns, split in Python for every appended row; one integer is cheaper to make and to
+  bind, and SQL splits it when it sums. (Deriving the units from the text in SQL instead costs
+  the fold and every summary of unfolded rows several times more; as VIRTUAL generated columns
+  SQLite computes them on insert too, at about four times the cost of the raw insert.)
+* ``rollup_state.tail_changes`` counts updates to unfolded rows, so a fold computed on a read
+  snapshot can tell whether its rows changed before it is applied (``rollup.py``).
 """
 
 from __future__ import annotations
@@ -101,6 +108,51 @@ _V4_REBUILD = (
     "DELETE FROM sqlite_sequence WHERE name = 'usage'",
 )
 
+# The rollup as version 4 made it (amount sums as TEXT, merged in Python). It starts empty with
+# nothing folded, which is always consistent (summaries read unfolded rows); version 5 replaces
+# it and does the backfill.
+_V4_ROLLUP = (
+    "CREATE TABLE usage_daily ("
+    " day INTEGER NOT NULL, customer TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,"
+    " operation TEXT NOT NULL, currency TEXT NOT NULL,"
+    + ", ".join(f"{c} INTEGER NOT NULL CHECK (typeof({c}) = 'integer')" for c in rollup.COUNTS)
+    + ", cost TEXT NOT NULL, billed TEXT NOT NULL,"
+    " PRIMARY KEY (day, customer, provider, model, operation, currency)"
+    ") WITHOUT ROWID",
+    "CREATE TABLE rollup_state (id INTEGER PRIMARY KEY CHECK (id = 1), folded_seq INTEGER NOT NULL)",
+    "INSERT INTO rollup_state (id, folded_seq) VALUES (1, 0)",
+)
+
+_V5_USAGE = (
+    _V1_USAGE.replace("CREATE TABLE usage", "CREATE TABLE usage_v5")
+    .replace(" AUTOINCREMENT", "")
+    .replace(
+        "    cost_hi INTEGER,\n    cost_lo INTEGER,\n    billed_hi INTEGER,\n    billed_lo INTEGER,\n",
+        "    cost_units INTEGER,\n    billed_units INTEGER,\n",
+    )
+)
+_KEPT = (
+    "seq, trace_id, span_id, parent_span_id, start_time_ns, end_time_ns, provider, model, operation,"
+    " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_5m_tokens,"
+    " cache_write_1h_tokens, reasoning_tokens, input_audio_tokens, output_audio_tokens, request_model,"
+    " response_model, service_tier, response_id, server_address, scope_name, convention, customer,"
+    " status, cost, billed, currency, price_version, price_key, markup_rule, unpriced_reason,"
+    " ingested_at_ns, resp_bucket, duplicate_of, export_batch"
+)
+_V5_REBUILD = (
+    _V5_USAGE,
+    f"INSERT INTO usage_v5 ({_KEPT}, cost_units, billed_units)"
+    f" SELECT {_KEPT}, dec_units(cost), dec_units(billed) FROM usage ORDER BY seq",
+    "DROP TABLE usage",
+    "ALTER TABLE usage_v5 RENAME TO usage",
+    *_V1_INDEXES,
+    *_V3_INDEXES,
+    "DROP TABLE usage_daily",
+    *rollup.STATEMENTS,
+    "UPDATE rollup_state SET folded_seq = 0",
+    "ALTER TABLE rollup_state ADD COLUMN tail_changes INTEGER NOT NULL DEFAULT 0",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -130,7 +182,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4,
         "per-day rollup for summaries; seq without AUTOINCREMENT",
-        (*_V4_REBUILD, *rollup.STATEMENTS),
+        (*_V4_REBUILD, *_V4_ROLLUP),
+    ),
+    Migration(
+        5,
+        "one integer per amount instead of two; rollup sums in integers; fold snapshot check",
+        _V5_REBUILD,
         backfill=rollup.fold,
     ),
 )

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from otel_aibill.ledger import money, rollup
@@ -28,6 +29,7 @@ from otel_aibill.ledger.base import (
     UsageSummary,
 )
 from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
+from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
     DUPLICATE_OF,
@@ -35,6 +37,7 @@ from otel_aibill.ledger.rows import (
     SELECT_COLUMNS,
     InvalidRowError,
     datetime_to_ns,
+    diagnose,
     from_row,
     to_params,
 )
@@ -63,6 +66,8 @@ _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 _PROVIDER = INSERT_COLUMNS.index("provider")
 _RESP_BUCKET = INSERT_COLUMNS.index("resp_bucket")
 _START = INSERT_COLUMNS.index("start_time_ns")
+_SPAN_KEY = itemgetter(_START, 0, 1)
+_RESPONSE_IDS = itemgetter(_RESPONSE_ID)
 _PAGE_SIZE = 16_384  # new databases only; fewer page writes a commit than 4096 (measured ~+8%)
 
 
@@ -125,6 +130,11 @@ class SqliteLedger:
         except BaseException:
             self._writer.close()
             raise
+        self._folder = (
+            None
+            if self.options.in_memory or not self.options.background_fold
+            else FoldWorker(lambda: self._connect(read_only=True), self._write)
+        )
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -189,6 +199,8 @@ class SqliteLedger:
             raise RuntimeError("the ledger is closed")
 
     def close(self) -> None:
+        if self._folder is not None:
+            self._folder.close()
         with self._lock:
             if self._closed:
                 return
@@ -197,6 +209,11 @@ class SqliteLedger:
                 conn.close()
             self._readers.clear()
             self._writer.close()
+
+    def wait_for_rollup(self, timeout: float | None = None) -> bool:
+        """Until no background fold is pending (True) or ``timeout`` passed (False). Summaries
+        are exact either way; this is for callers that want the rollup current (tests, benchmarks)."""
+        return True if self._folder is None else self._folder.wait_idle(timeout)
 
     def schema_version(self) -> int:
         with self._read() as conn:
@@ -213,7 +230,7 @@ class SqliteLedger:
         """
         now = time.time_ns()
         params = [to_params(priced, now) for priced in batch.rows]
-        repeated = len(params) - len({(p[_START], p[0], p[1]) for p in params})
+        repeated = len(params) - len(set(map(_SPAN_KEY, params)))
         if repeated:
             params = _first_of_each_span(params)
         customers = _checked_trace_customers(batch.trace_customers)
@@ -222,7 +239,10 @@ class SqliteLedger:
             return AppendResult(duplicate_spans=repeated)
         with self._write() as conn:
             marked, already = self._mark_sibling_duplicates(conn, params)
-            changed = conn.executemany(_INSERT, params).rowcount if params else 0
+            try:
+                changed = conn.executemany(_INSERT, params).rowcount if params else 0
+            except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
+                raise diagnose(batch.rows, exc) from exc
             duplicate_responses = marked - already
             duplicate_spans = repeated + len(params) - changed
             new_customers = self._add_trace_customers(conn, customers, now)
@@ -240,8 +260,14 @@ class SqliteLedger:
                     " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
                     [(reason, day, n) for reason, n in counts.items() if n],
                 )
+            fold_due = False
             if changed:
-                _fold_quietly(conn)
+                start, last = rollup.tail(conn)
+                fold_due = last - start >= rollup.FOLD_EVERY
+                if fold_due and self._folder is None:
+                    rollup.fold_quietly(conn, at_least=rollup.FOLD_EVERY)
+        if fold_due and self._folder is not None:
+            self._folder.request()
         return AppendResult(
             inserted=changed - duplicate_responses,
             duplicate_spans=duplicate_spans,
@@ -258,9 +284,12 @@ class SqliteLedger:
         other row has; only keys seen twice (in the batch or stored) go through ``find_duplicates``.
         """
         by_key: dict[ResponseKey, list[int]] = {}
-        for i, p in enumerate(params):
-            response_id = p[_RESPONSE_ID]
+        response_ids = list(map(_RESPONSE_IDS, params))
+        if response_ids.count(None) == len(response_ids):
+            return 0, 0
+        for i, response_id in enumerate(response_ids):
             if response_id is not None:
+                p = params[i]
                 key = (p[_PROVIDER], response_id, p[0])
                 indexes = by_key.get(key)
                 if indexes is None:
@@ -320,8 +349,8 @@ class SqliteLedger:
                     f"attribution of {a.trace_id}/{a.span_id} needs a customer, got {a.customer!r}"
                 )
             billed = money.to_text(a.billed, "billed")
-            hi, lo = (None, None) if billed is None else money.split_text(billed)
-            params.append((a.customer, billed, hi, lo, a.markup_rule, a.trace_id, a.span_id, billed))
+            units = None if billed is None else money.units(billed)
+            params.append((a.customer, billed, units, a.markup_rule, a.trace_id, a.span_id, billed))
         if not params:
             return 0
         with self._write() as conn:
@@ -334,19 +363,21 @@ class SqliteLedger:
                         for (seq,) in conn.execute(
                             f"SELECT seq FROM usage INDEXED BY usage_pending_trace WHERE {_ATTRIBUTABLE}"
                             " AND seq <= ?",
-                            (*p[5:], folded),
+                            (*p[4:], folded),
                         )
                     )
             seqs = json.dumps(moved)
             if moved:
                 rollup.unfold_rows(conn, seqs)
             changed: int = conn.executemany(
-                f"UPDATE usage SET customer = ?, billed = ?, billed_hi = ?, billed_lo = ?, markup_rule = ?"
+                "UPDATE usage SET customer = ?, billed = ?, billed_units = ?, markup_rule = ?"
                 f" WHERE {_ATTRIBUTABLE}",
                 params,
             ).rowcount
             if moved:
                 rollup.refold_rows(conn, seqs)
+            if changed > len(moved):  # tail rows changed too: folds computed before are stale
+                rollup.note_tail_change(conn)
             return changed
 
     def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None:
@@ -470,12 +501,11 @@ class SqliteLedger:
         if part.high is not None:
             where += " AND day < ?"
             args.append(part.high)
-        sums = ", ".join(f"sum({c})" for c in rollup.COUNTS)
-        rows = conn.execute(
-            f"SELECT {keys}, {sums}, group_concat(cost, ' '), group_concat(billed, ' ')"
-            f" FROM usage_daily WHERE {where} GROUP BY {keys}",
-            args,
+        sums = ", ".join(
+            f"group_concat({c}, ' ')" if c.endswith("_extra") else f"sum({c})"
+            for c in (*rollup.COUNTS, *rollup.PARTS)
         )
+        rows = conn.execute(f"SELECT {keys}, {sums} FROM usage_daily WHERE {where} GROUP BY {keys}", args)
         for row in rows:
             builder.add_rollup(row)
 
@@ -509,15 +539,11 @@ class SqliteLedger:
             " sum(cache_write_tokens),"
             " sum(reasoning_tokens), sum(status = 'unpriced'), sum(customer IS NULL)"
         )
-        parts = (
-            "sum(CASE WHEN status = 'priced' THEN cost_hi END),"
-            " sum(CASE WHEN status = 'priced' THEN cost_lo END),"
-            " sum(CASE WHEN status = 'priced' THEN billed_hi END),"
-            " sum(CASE WHEN status = 'priced' THEN billed_lo END)"
-        )
+        priced = "status = 'priced'"
+        parts = ", ".join(f(col, priced) for col in ("cost", "billed") for f in (money.sum_hi, money.sum_lo))
         inexact = (
-            "status = 'priced'"
-            " AND ((cost IS NOT NULL AND cost_hi IS NULL) OR (billed IS NOT NULL AND billed_hi IS NULL))"
+            f"{priced} AND ((cost IS NOT NULL AND cost_units IS NULL)"
+            " OR (billed IS NOT NULL AND billed_units IS NULL))"
         )
         money_in_sql = True
         try:
@@ -534,7 +560,7 @@ class SqliteLedger:
         for row in aggregate:
             builder.add_aggregate(row, money_in_sql=money_in_sql)
         if money_in_sql:
-            amounts = "CASE WHEN cost_hi IS NULL THEN cost END, CASE WHEN billed_hi IS NULL THEN billed END"
+            amounts = f"{money.unfit('cost')}, {money.unfit('billed')}"
             extra_where = inexact
         else:
             amounts, extra_where = "cost, billed", "status = 'priced'"
@@ -650,21 +676,6 @@ def _first_of_each_span(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             seen.add(key)
             out.append(p)
     return out
-
-
-def _fold_quietly(conn: sqlite3.Connection) -> None:
-    """Fold a long tail into the rollup; if sums overflow, keep the tail (summaries read it)."""
-    conn.execute("SAVEPOINT fold")
-    try:
-        rollup.fold(conn, at_least=rollup.FOLD_EVERY)
-    except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "overflow" not in str(exc):
-            conn.execute("ROLLBACK TO fold")
-            conn.execute("RELEASE fold")
-            raise
-        conn.execute("ROLLBACK TO fold")
-        _log.warning("usage rollup not updated (%s); summaries read the rows instead", exc)
-    conn.execute("RELEASE fold")
 
 
 def _checked_trace_customers(customers: Mapping[str, str]) -> dict[str, str]:

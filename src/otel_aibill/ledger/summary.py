@@ -116,10 +116,14 @@ class SummaryBuilder:
             group.billed = money.add(group.billed, money.join(billed_hi, billed_lo))
 
     def add_rollup(self, row: Sequence[Any]) -> None:
-        """``row`` = group values, currency, 8 counts, space-separated cost and billed sums."""
+        """``row`` = group values, currency, 8 counts, then per amount (cost, billed) the summed
+        integer parts and the space-separated exact sums without them."""
         group = self._group(row)
         n = len(self.by) + 9
-        for text, extra in ((row[n], group.extra_cost), (row[n + 1], group.extra_billed)):
+        cost_hi, cost_lo, cost_extra, billed_hi, billed_lo, billed_extra = row[n : n + 6]
+        group.cost = money.add(group.cost, money.join(int(cost_hi or 0), int(cost_lo or 0)))
+        group.billed = money.add(group.billed, money.join(int(billed_hi or 0), int(billed_lo or 0)))
+        for text, extra in ((cost_extra, group.extra_cost), (billed_extra, group.extra_billed)):
             extra.extend(Decimal(x) for x in (text or "").split())
 
     def add_amounts(self, rows: Iterable[Sequence[Any]]) -> None:

@@ -25,6 +25,8 @@ class SqliteOptions:
     synchronous: Synchronous = "full"
     busy_timeout_ms: int = 10_000
     cache_size_kib: int = 65_536
+    background_fold: bool = True
+    """Fold the summary rollup on a worker thread (``folding.py``) instead of inside appends."""
 
     @property
     def in_memory(self) -> bool:
@@ -33,7 +35,8 @@ class SqliteOptions:
 
 def parse_sqlite_url(url: str) -> SqliteOptions:
     """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``, plus
-    optional ``?synchronous=full|normal|extra|off&busy_timeout_ms=N&cache_size_kib=N``."""
+    optional ``?synchronous=full|normal|extra|off&busy_timeout_ms=N&cache_size_kib=N`` and
+    ``rollup_fold=background|inline``."""
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         raise ValueError(f"not a SQLite ledger URL (expected sqlite:///path.db): {url!r}")
@@ -44,6 +47,7 @@ def parse_sqlite_url(url: str) -> SqliteOptions:
     synchronous = options.synchronous
     busy = options.busy_timeout_ms
     cache = options.cache_size_kib
+    background = options.background_fold
     for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
         if key == "synchronous":
             lowered = value.lower()
@@ -54,9 +58,19 @@ def parse_sqlite_url(url: str) -> SqliteOptions:
             busy = _non_negative_int(key, value)
         elif key == "cache_size_kib":
             cache = _non_negative_int(key, value)
+        elif key == "rollup_fold":
+            if value.lower() not in ("background", "inline"):
+                raise ValueError(f"rollup_fold must be background or inline: {value!r}")
+            background = value.lower() == "background"
         else:
             raise ValueError(f"unknown SQLite ledger URL option {key!r} in {url!r}")
-    return SqliteOptions(path=rest, synchronous=synchronous, busy_timeout_ms=busy, cache_size_kib=cache)
+    return SqliteOptions(
+        path=rest,
+        synchronous=synchronous,
+        busy_timeout_ms=busy,
+        cache_size_kib=cache,
+        background_fold=background,
+    )
 
 
 def _non_negative_int(key: str, value: str) -> int:
