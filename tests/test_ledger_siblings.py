@@ -60,3 +60,14 @@ def test_mixed_batch_marks_only_the_siblings(ledger: SqliteLedger) -> None:
 
     again = ledger.append(AppendBatch(rows=batch))  # all of it again: only duplicate spans
     assert (again.inserted, again.duplicate_responses, again.duplicate_spans) == (0, 0, len(batch))
+
+
+def test_a_span_sent_twice_in_one_batch_is_a_duplicate_span_not_a_sibling(ledger: SqliteLedger) -> None:
+    trace = trace_id()
+    call = priced(trace=trace, response_id="resp-1", start=T0)
+    plain = priced(start=T0 + 1)
+    result = ledger.append(AppendBatch(rows=[call, plain, call, plain, *_unique(3)]))
+    assert (result.inserted, result.duplicate_responses, result.duplicate_spans) == (5, 0, 2)
+    assert ledger.not_billable_counts() == {"duplicate_span": 2}
+    sibling = priced(trace=trace, response_id="resp-1", start=T0 + 10)
+    assert ledger.append(AppendBatch(rows=[sibling, sibling])).duplicate_responses == 1

@@ -47,6 +47,14 @@ from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
 from otel_aibill.usage import NotBillableReason
 
 _log = logging.getLogger(__name__)
+
+# Binding None makes the sqlite3 module look for an adapter: a failed registry lookup and two
+# failed attribute lookups for every NULL parameter, measured at about 3x the cost of binding an
+# int (a usage row has several NULLs). With an adapter registered for None the first lookup
+# succeeds and the C-level ``{}.get`` returns None, which binds as NULL. The registry is
+# process-wide, and this changes what None binds as nowhere: it only makes it cheaper.
+_NO_ADAPTERS: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NO_ADAPTERS.get)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
 _INSERT = (
     f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
@@ -230,15 +238,19 @@ class SqliteLedger:
         """
         now = time.time_ns()
         params = [to_params(priced, now) for priced in batch.rows]
-        repeated = len(params) - len(set(map(_SPAN_KEY, params)))
-        if repeated:
-            params = _first_of_each_span(params)
+        # A span sent twice in one batch: the insert's conflict clause drops the second copy,
+        # but copies that carry a response id must go first, or they would look like siblings.
+        with_response = [p for p in params if p[_RESPONSE_ID] is not None]
+        repeated = 0
+        if with_response and len(set(map(_SPAN_KEY, with_response))) < len(with_response):
+            unique = _first_of_each_span(params)
+            repeated, params = len(params) - len(unique), unique
         customers = _checked_trace_customers(batch.trace_customers)
         not_billable = _checked_counts(batch.not_billable)
         if not params and not customers and not not_billable:
             return AppendResult(duplicate_spans=repeated)
         with self._write() as conn:
-            marked, already = self._mark_sibling_duplicates(conn, params)
+            marked, already = self._mark_sibling_duplicates(conn, params) if with_response else (0, 0)
             try:
                 changed = conn.executemany(_INSERT, params).rowcount if params else 0
             except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
@@ -284,10 +296,7 @@ class SqliteLedger:
         other row has; only keys seen twice (in the batch or stored) go through ``find_duplicates``.
         """
         by_key: dict[ResponseKey, list[int]] = {}
-        response_ids = list(map(_RESPONSE_IDS, params))
-        if response_ids.count(None) == len(response_ids):
-            return 0, 0
-        for i, response_id in enumerate(response_ids):
+        for i, response_id in enumerate(map(_RESPONSE_IDS, params)):
             if response_id is not None:
                 p = params[i]
                 key = (p[_PROVIDER], response_id, p[0])
