@@ -22,21 +22,18 @@ amounts = st.builds(
 
 @settings(max_examples=500, deadline=None)
 @given(amount=amounts)
-def test_units_are_exact_where_the_amount_fits(amount: Decimal) -> None:
+def test_units_are_exact_and_present_where_the_amount_fits(amount: Decimal) -> None:
     text = money.to_text(amount, "cost")
     assert text is not None
     units = money.units(text)
-    fits = -amount.as_tuple().exponent <= money.SCALE or amount == amount.to_integral_value()
-    in_range = abs(amount) * 10**money.SCALE < money.UNITS_LIMIT
-    if (
-        fits
-        and in_range
-        and money.EXACT.scaleb(amount, money.SCALE) == int(money.EXACT.scaleb(amount, money.SCALE))
-    ):
-        assert units is not None
+    scaled = money.EXACT.scaleb(amount, money.SCALE)
+    representable = scaled == scaled.to_integral_value() and abs(scaled) < money.UNITS_LIMIT
+    if units is not None:
         assert money.EXACT.scaleb(Decimal(units), -money.SCALE) == amount
-    else:
-        assert units is None  # summed from its text instead
+        assert abs(units) < money.UNITS_LIMIT
+    else:  # summed from its text instead: it does not fit, or its text has too many decimals
+        digits_written = len(text.partition(".")[2]) if "E" not in text else 0
+        assert not representable or digits_written > money.SCALE
 
 
 def test_edges() -> None:
