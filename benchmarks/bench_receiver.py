@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -239,10 +240,32 @@ def decode_rate(decode: Callable[[bytes], object], payload: bytes, seconds: floa
     return n / (time.perf_counter() - started)
 
 
+class _Timed:
+    """Wraps a once-per-batch call and adds up its time (per-span calls are not wrapped: the
+    wrapper's own cost would show up as theirs)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.seconds = 0.0
+
+    def __call__(self, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 def stages(payloads: Payloads, rounds: int = 3) -> None:
-    """Single-writer work per span, in this process on the same payload: the committing thread
-    used to run all of ``ingest``; it now runs only ``commit``, the request threads ``prepare``.
-    8,192-span batches, as the committer groups them; best of ``rounds`` against noisy neighbours."""
+    """Work per span in this process on the same payload, by stage: the committing thread used to
+    run all of ``ingest``; it now runs only ``commit``, the request threads ``prepare``.
+    8,192-span batches, as the committer groups them; best of ``rounds`` against noisy neighbours.
+
+    ``prepare`` runs per 512-span request right after its decode, as on a request thread, and is
+    split into pricing (``Pricer.price`` over the request's usages again, timed on its own)
+    and the rest (customer ids and extraction); ``commit`` into the nested-call rule, the ledger
+    append and the ledger's trace-customer and pending-usage lookups (each timed around its few
+    calls per batch) and the rest."""
     from otel_aibill.ledger import open_ledger
     from otel_aibill.pipeline import Pipeline, Prepared
 
@@ -251,29 +274,52 @@ def stages(payloads: Payloads, rounds: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger = open_ledger(f"sqlite:///{Path(tmp) / 'stages.db'}")
         pipeline = Pipeline(ledger)
+        append = _Timed(ledger.append)
+        nesting = _Timed(pipeline._nested.kept_indices)
+        pending = _Timed(ledger.pending_attribution)
+        named = _Timed(ledger.trace_customers)
+        ledger.append = append  # type: ignore[method-assign]
+        ledger.pending_attribution = pending  # type: ignore[method-assign]
+        ledger.trace_customers = named  # type: ignore[method-assign]
+        pipeline._nested.kept_indices = nesting  # type: ignore[method-assign]
+        price = pipeline.pricer.price
         for _ in range(rounds):
-            timings = dict.fromkeys(("decode", "prepare", "commit", "ingest"), 0.0)
+            timings = dict.fromkeys(("decode", "prepare", "pricing", "commit", "ingest"), 0.0)
+            append.seconds = nesting.seconds = pending.seconds = named.seconds = 0.0
             spans = 0
             for _batch in range(4):
+                parts = []
+                for _ in range(group):  # as a request thread does: decode, then prepare at once
+                    t0 = time.perf_counter()
+                    request = decode_protobuf(payloads.next_proto()).spans
+                    t1 = time.perf_counter()
+                    part = pipeline.prepare(request)
+                    t2 = time.perf_counter()
+                    for usage in part.usages:
+                        price(usage)
+                    t3 = time.perf_counter()
+                    parts.append(part)
+                    timings["decode"] += t1 - t0
+                    timings["prepare"] += t2 - t1
+                    timings["pricing"] += t3 - t2
+                prepared = Prepared.merge(parts)
                 t0 = time.perf_counter()
-                requests = [decode_protobuf(payloads.next_proto()).spans for _ in range(group)]
-                t1 = time.perf_counter()
-                prepared = Prepared.merge([pipeline.prepare(r) for r in requests])
-                t2 = time.perf_counter()
                 pipeline.commit(prepared)
-                t3 = time.perf_counter()
+                timings["commit"] += time.perf_counter() - t0
+                spans += len(prepared.spans)
+            commit_append, commit_nesting = append.seconds, nesting.seconds
+            commit_lookups = pending.seconds + named.seconds
+            for _batch in range(4):
                 fresh = [s for _ in range(group) for s in decode_protobuf(payloads.next_proto()).spans]
-                t4 = time.perf_counter()
+                t0 = time.perf_counter()
                 pipeline.ingest(fresh)
-                t5 = time.perf_counter()
-                spans += len(fresh)
-                for name, dt in (
-                    ("decode", t1 - t0),
-                    ("prepare", t2 - t1),
-                    ("commit", t3 - t2),
-                    ("ingest", t5 - t4),
-                ):
-                    timings[name] += dt
+                timings["ingest"] += time.perf_counter() - t0
+            timings["extract"] = timings["prepare"] - timings["pricing"]
+            timings["nesting"] = commit_nesting
+            timings["append"] = commit_append
+            timings["lookups"] = commit_lookups
+            timings["commit_rest"] = timings["commit"] - commit_nesting - commit_append - commit_lookups
+            timings["outside_ledger"] = timings["prepare"] + timings["commit_rest"] + commit_nesting
             for name, total in timings.items():
                 best[name] = min(best.get(name, float("inf")), 1e6 * total / spans)
         ledger.close()
@@ -282,6 +328,14 @@ def stages(payloads: Payloads, rounds: int = 3) -> None:
         "ingest (prepare + commit, what the committer ran before) {ingest:.1f} us".format(**best)
     )
     print(f"single-writer work: commit / ingest = {best['commit'] / best['ingest']:.2f}")
+    print(
+        "  prepare: customer ids + extraction {extract:.2f} us, pricing {pricing:.2f} us\n"
+        "  commit:  nested-call rule {nesting:.2f} us, ledger append {append:.2f} us, "
+        "ledger lookups (trace customers, pending usage) {lookups:.2f} us, rest {commit_rest:.2f} us\n"
+        "  outside the ledger (prepare + nested-call rule + rest of commit): {outside_ledger:.2f} us".format(
+            **best
+        )
+    )
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ def _as_customer(value: object) -> str | None:
     # Ints are accepted because numeric tenant ids are common; bools and floats are not ids.
     if isinstance(value, str):
         value = value.strip()
-        return value if 0 < len(value) <= MAX_CUSTOMER_LEN and is_unicode(value) else None
+        if 0 < len(value) <= MAX_CUSTOMER_LEN and (value.isascii() or is_unicode(value)):
+            return value
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
@@ -25,11 +27,14 @@ def _as_customer(value: object) -> str | None:
 
 def customer_of(attributes: Attributes, resource: Attributes, keys: Sequence[str]) -> str | None:
     """The first usable customer id under ``keys``: every key on the span, then on the resource."""
-    for source in (attributes, resource):
-        if not source:
-            continue
+    if attributes:
         for key in keys:
-            value = source.get(key)
+            value = attributes.get(key)
+            if value is not None and (customer := _as_customer(value)) is not None:
+                return customer
+    if resource:
+        for key in keys:
+            value = resource.get(key)
             if value is not None and (customer := _as_customer(value)) is not None:
                 return customer
     return None

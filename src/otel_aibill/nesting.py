@@ -25,15 +25,7 @@ Fingerprint = tuple[str, int, int]
 SpanKey = tuple[str, str]  # trace id, span id
 Seen = tuple[Fingerprint, str | None]  # usage fingerprint, response id
 
-
-def _fingerprint(u: UsageRecord) -> Fingerprint:
-    return (u.provider, u.input_tokens, u.output_tokens)
-
-
-def _same_call(u: UsageRecord, other: Seen | None) -> bool:
-    if other is None or other[0] != _fingerprint(u):
-        return False
-    return u.response_id is None or other[1] is None or other[1] == u.response_id
+_NESTED = NotBillableReason.DUPLICATE_NESTED.value
 
 
 class NestedCalls:
@@ -44,43 +36,59 @@ class NestedCalls:
         self._parent_of: dict[SpanKey, SpanKey] = {}
         self._nested: set[SpanKey] = set()
 
-    def _seen_as_parent(self, u: UsageRecord) -> bool:
-        return any(_same_call(u, child) for child in self._by_parent.get((u.trace_id, u.span_id), ()))
-
-    def _seen_as_child(self, u: UsageRecord) -> bool:
-        if u.parent_span_id is None:
-            return False
-        return _same_call(u, self._by_span.get((u.trace_id, u.parent_span_id)))
-
-    def _remember(self, u: UsageRecord) -> None:
-        key = (u.trace_id, u.span_id)
-        fp = (_fingerprint(u), u.response_id)
-        self._by_span[key] = fp
-        if u.parent_span_id is not None:
-            parent = (u.trace_id, u.parent_span_id)
-            self._by_parent.setdefault(parent, []).append(fp)
-            self._parent_of[key] = parent
-        while len(self._by_span) > self._size:
-            old, _ = self._by_span.popitem(last=False)
-            self._nested.discard(old)
-            if old in self._parent_of:
-                self._by_parent.pop(self._parent_of.pop(old), None)
-
     def drop_nested(self, usages: Sequence[UsageRecord], counts: Counter[str]) -> list[UsageRecord]:
         """The usages that are not a nested repeat of a call already seen; repeats are counted."""
-        kept = []
+        return [usages[i] for i in self.kept_indices(usages, counts)]
+
+    def kept_indices(self, usages: Sequence[UsageRecord], counts: Counter[str]) -> list[int]:
+        """``drop_nested`` as positions in ``usages``, in the order it keeps them (end time)."""
+        by_span, by_parent, parent_of = self._by_span, self._by_parent, self._parent_of
+        nested_keys, size = self._nested, self._size
+        kept: list[int] = []
+        repeats = 0
         # Inner spans end first; in that order a chain is met link by link, whatever the batch order.
-        for u in sorted(usages, key=lambda u: u.end_time_ns):
-            key = (u.trace_id, u.span_id)
-            if key in self._by_span:  # redelivered: decided before, decide the same again
-                nested = key in self._nested
+        ends = [u.end_time_ns for u in usages]
+        for i in sorted(range(len(usages)), key=ends.__getitem__):
+            u = usages[i]
+            trace_id = u.trace_id
+            key = (trace_id, u.span_id)
+            if key in by_span:  # redelivered: decided before, decide the same again
+                nested = key in nested_keys
             else:
-                nested = self._seen_as_child(u) or self._seen_as_parent(u)
-                self._remember(u)  # nested ones too: a chain of three links through the middle
+                fingerprint = (u.provider, u.input_tokens, u.output_tokens)
+                response_id = u.response_id
+                parent_id = u.parent_span_id
+                nested = False
+                # the same call as its parent, or as a child already seen
+                if parent_id is not None:
+                    parent = (trace_id, parent_id)
+                    other = by_span.get(parent)
+                    nested = other is not None and _same_call(fingerprint, response_id, other)
+                if not nested and (children := by_parent.get(key)):
+                    nested = any(_same_call(fingerprint, response_id, child) for child in children)
+                # remembered, nested ones too: a chain of three links through the middle
+                seen = (fingerprint, response_id)
+                by_span[key] = seen
+                if parent_id is not None:
+                    by_parent.setdefault(parent, []).append(seen)
+                    parent_of[key] = parent
+                while len(by_span) > size:
+                    old, _ = by_span.popitem(last=False)
+                    nested_keys.discard(old)
+                    if old in parent_of:
+                        by_parent.pop(parent_of.pop(old), None)
                 if nested:
-                    self._nested.add(key)
+                    nested_keys.add(key)
             if nested:
-                counts[NotBillableReason.DUPLICATE_NESTED.value] += 1
+                repeats += 1
             else:
-                kept.append(u)
+                kept.append(i)
+        if repeats:
+            counts[_NESTED] += repeats
         return kept
+
+
+def _same_call(fingerprint: Fingerprint, response_id: str | None, other: Seen) -> bool:
+    if other[0] != fingerprint:
+        return False
+    return response_id is None or other[1] is None or other[1] == response_id

@@ -25,21 +25,34 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import attrgetter, not_
 
 from otel_aibill.attribution import customer_of
 from otel_aibill.config import Config
 from otel_aibill.ledger.base import AppendBatch, Attribution, Ledger, LedgerRow
 from otel_aibill.nesting import NestedCalls
 from otel_aibill.pricing import Pricer
+from otel_aibill.records import replacer
 from otel_aibill.semconv import extract
-from otel_aibill.usage import UNATTRIBUTED, NotBillable, PricedUsage, PriceStatus, SpanView, UsageRecord
+from otel_aibill.usage import (
+    UNATTRIBUTED,
+    NotBillable,
+    NotBillableReason,
+    PricedUsage,
+    PriceStatus,
+    SpanView,
+    UsageRecord,
+)
 
 log = logging.getLogger(__name__)
 
 _TRACE_CACHE_SIZE = 65_536
 _UNPRICED = PriceStatus.UNPRICED
+_status = attrgetter("status")
+_with_customer = replacer(UsageRecord, "customer")
 
 
 @dataclass(slots=True)
@@ -130,6 +143,16 @@ class _LRU:
         if len(self._data) > self._size:
             self._data.popitem(last=False)
 
+    def put_all(self, items: Iterable[tuple[str, str]]) -> None:
+        """``put`` of each item in turn, in one call."""
+        data, size = self._data, self._size
+        for key, value in items:
+            if key in data:
+                continue
+            data[key] = value
+            if len(data) > size:
+                data.popitem(last=False)
+
 
 class Pipeline:
     def __init__(self, ledger: Ledger, config: Config | None = None, pricer: Pricer | None = None) -> None:
@@ -150,7 +173,7 @@ class Pipeline:
 
     def prepare(self, spans: Sequence[SpanView]) -> Prepared:
         """Extract and price ``spans``; touches no ledger and no per-pipeline state but caches."""
-        not_billable: Counter[str] = Counter()
+        reasons: Counter[NotBillableReason] = Counter()
         names: dict[str, str] = {}
         usages: list[UsageRecord] = []
         keys = self._keys
@@ -160,17 +183,23 @@ class Pipeline:
                 names[span.trace_id] = customer
             extracted = extract(span, customer)
             if isinstance(extracted, NotBillable):
-                not_billable[extracted.reason.value] += 1
+                reasons[extracted.reason] += 1  # by member: ``.value`` is a slow property, read per reason
             else:
                 usages.append(extracted)
+        not_billable = Counter({reason.value: count for reason, count in reasons.items()})
 
+        # Usage naming its customer is priced and final; the rest waits for every name in the batch.
         price = self.pricer.price
+        rows = [price(usage) for usage in usages if usage.customer is not None]
+        if len(rows) == len(usages):
+            return Prepared(spans, usages, rows, [True] * len(rows), names, not_billable)
         stored = self._trace_customers.peek
-        rows: list[PricedUsage] = []
+        final_rows = iter(rows)
+        rows = []
         settled: list[bool] = []
         for usage in usages:
             if usage.customer is not None:
-                rows.append(price(usage))
+                rows.append(next(final_rows))
                 settled.append(True)
                 continue
             trace_id = usage.trace_id
@@ -178,7 +207,7 @@ class Pipeline:
             final = customer is not None
             if customer is None:
                 customer = names.get(trace_id)  # tentative: a stored customer wins at commit
-            rows.append(price(usage if customer is None else replace(usage, customer=customer)))
+            rows.append(price(usage if customer is None else _with_customer(usage, customer)))
             settled.append(final)
         return Prepared(spans, usages, rows, settled, names, not_billable)
 
@@ -190,35 +219,33 @@ class Pipeline:
         not_billable = Counter(prepared.not_billable)
         names = prepared.trace_customers
         usages, settled, priced = prepared.usages, prepared.settled, prepared.rows
-        kept = self._nested.drop_nested(usages, not_billable)
-        index = {id(u): i for i, u in enumerate(usages)}
-        order = [index[id(u)] for u in kept]
+        order = self._nested.kept_indices(usages, not_billable)
+        rows = [priced[i] for i in order]
+        result.unpriced = list(map(_status, rows)).count(_UNPRICED)
 
         cache = self._trace_customers
-        # The customer stored first for a trace wins over the one these spans name.
-        ask = {
-            usages[i].trace_id
-            for i in order
-            if not settled[i] and usages[i].trace_id in names and cache.get(usages[i].trace_id) is None
-        }
-        stored = self.ledger.trace_customers(ask) if ask else {}
-        for trace_id, first in stored.items():
-            cache.put(trace_id, first)
-
-        rows: list[PricedUsage] = []
+        # Positions (in ``rows``) of the rows whose customer is not final yet: usually none.
+        open_rows = list(compress(range(len(order)), map(not_, [settled[i] for i in order])))
+        stored: dict[str, str] = {}
         pending_traces: set[str] = set()
-        for i in order:
-            row = priced[i]
-            if not settled[i]:
-                trace_id = usages[i].trace_id
+        if open_rows:
+            # The customer stored first for a trace wins over the one these spans name.
+            ask = {
+                trace_id
+                for pos in open_rows
+                if (trace_id := rows[pos].usage.trace_id) in names and cache.get(trace_id) is None
+            }
+            stored = self.ledger.trace_customers(ask) if ask else {}
+            for trace_id, first in stored.items():
+                cache.put(trace_id, first)
+            for pos in open_rows:
+                row = rows[pos]
+                trace_id = row.usage.trace_id
                 customer = stored.get(trace_id) or cache.get(trace_id) or names.get(trace_id)
                 if customer is None:
                     pending_traces.add(trace_id)
                 elif customer != row.usage.customer:
-                    row = self.pricer.bill(row, customer)
-            if row.status is _UNPRICED:
-                result.unpriced += 1
-            rows.append(row)
+                    rows[pos] = self.pricer.bill(row, customer)
 
         appended = self.ledger.append(
             AppendBatch(rows=rows, trace_customers=names, not_billable=dict(not_billable))
@@ -233,18 +260,23 @@ class Pipeline:
 
         # Pending rows whose trace customer is known now: the ledger just took this batch's name
         # for the trace, or one was stored earlier (perhaps by another process).
-        known: dict[str, str] = {}
-        for trace_id in appended.new_trace_customers:
-            named = names.get(trace_id)
-            if named is not None:
-                known[trace_id] = named
-                cache.put(trace_id, named)
+        known = {
+            trace_id: named
+            for trace_id in appended.new_trace_customers
+            if (named := names.get(trace_id)) is not None
+        }
+        cache.put_all(known.items())
         ask = pending_traces - known.keys()
         if ask:
             known.update(self.ledger.trace_customers(ask))
         if known:
             result.attributed_later = self._attribute(self.ledger.pending_attribution(known), known)
-        result.pending = sum(1 for r in rows if r.usage.customer is None and r.usage.trace_id not in known)
+        # Only open rows can still lack a customer: a settled one was priced with its customer.
+        result.pending = sum(
+            1
+            for pos in open_rows
+            if (usage := rows[pos].usage).customer is None and usage.trace_id not in known
+        )
         self.totals.add(result)
         return result
 

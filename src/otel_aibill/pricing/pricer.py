@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from decimal import Decimal
 from typing import Any
 
 from otel_aibill.config import PricingConfig
 from otel_aibill.pricing.catalog import Catalog, Line, Miss, PriceContext, price_context
 from otel_aibill.pricing.markup import MarkupBook
 from otel_aibill.pricing.rates import UsageError
-from otel_aibill.records import slot_constructor
+from otel_aibill.records import replacer, slot_constructor
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
 _row = slot_constructor(PricedUsage)
+_with_customer = replacer(UsageRecord, "customer")
+_with_billing = replacer(PricedUsage, "usage", "billed", "markup_rule")
 _UNKNOWN: Any = object()
 _PRICED = PriceStatus.PRICED
 _UNPRICED = PriceStatus.UNPRICED
@@ -49,34 +49,31 @@ class Pricer:
         customer = usage.customer
         if customer is None:
             return _row(usage, _PRICED, cost, None, self.currency, self.version, rates.key)
-        return self._billed(usage, cost, rates.key, customer)
+        # the markup rule (as in ``bill``), inlined: this is the per-span path when the customer is known
+        rule = self._rule_cache.get((usage.provider, usage.model, rates.key, customer), _UNKNOWN)
+        if rule is _UNKNOWN:
+            rule = self.markup.rule_for(usage.provider, usage.model, rates.key, customer)
+        if rule is None:
+            return _row(usage, _PRICED, cost, cost, self.currency, self.version, rates.key, None)
+        return _row(
+            usage, _PRICED, cost, rule.apply(cost), self.currency, self.version, rates.key, rule.rule.id
+        )
 
     def bill(self, priced: PricedUsage, customer: str) -> PricedUsage:
         """The same priced usage, now attributed to ``customer`` and marked up for them."""
-        usage = replace(priced.usage, customer=customer)
-        if priced.cost is None or priced.price_key is None:
-            return replace(priced, usage=usage, billed=None, markup_rule=None)
-        return self._billed(usage, priced.cost, priced.price_key, customer, priced)
-
-    def _billed(
-        self,
-        usage: UsageRecord,
-        cost: Decimal,
-        price_key: str,
-        customer: str,
-        priced: PricedUsage | None = None,
-    ) -> PricedUsage:
+        usage = _with_customer(priced.usage, customer)
+        cost, price_key = priced.cost, priced.price_key
+        if cost is None or price_key is None:
+            return _with_billing(priced, usage, None, None)
         rule = self._rule_cache.get((usage.provider, usage.model, price_key, customer), _UNKNOWN)
         if rule is _UNKNOWN:
             rule = self.markup.rule_for(usage.provider, usage.model, price_key, customer)
-        billed = cost if rule is None else rule.apply(cost)
-        rule_id = None if rule is None else rule.rule.id
-        if priced is not None:
-            return replace(priced, usage=usage, billed=billed, markup_rule=rule_id)
-        return _row(usage, _PRICED, cost, billed, self.currency, self.version, price_key, rule_id)
+        if rule is None:
+            return _with_billing(priced, usage, cost, None)
+        return _with_billing(priced, usage, rule.apply(cost), rule.rule.id)
 
     def _unpriced(self, usage: UsageRecord, reason: str) -> PricedUsage:
-        return PricedUsage(usage, _UNPRICED, None, None, self.currency, self.version, unpriced_reason=reason)
+        return _row(usage, _UNPRICED, None, None, self.currency, self.version, None, None, reason)
 
     def _line(self, key: tuple[str, str, str | None, str | None]) -> Line:
         provider, model, tier, host = key

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
+from typing import Any
 
 from ..records import slot_constructor
 from ..usage import TOKEN_FIELDS, NotBillable, NotBillableReason, SpanView, UsageRecord
 from . import pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
-from .plan import Memo, plans
+from .plan import OPERATION_KEY, Memo, plans
 from .providers import UNKNOWN, normalize_provider
-from .tokens import InvalidUsage, first_str
+from .tokens import InvalidUsage
 
 _RECORD_FIELDS = (
     "trace_id",
@@ -41,8 +42,11 @@ _RECORD_FIELDS = (
 if tuple(f.name for f in fields(UsageRecord)) != _RECORD_FIELDS:  # the record is built positionally
     raise ImportError("UsageRecord fields changed: update _RECORD_FIELDS and the call in _extract")
 _usage_record = slot_constructor(UsageRecord)
+_new_not_billable = slot_constructor(NotBillable)  # most spans a receiver sees are not GenAI
 _providers: Memo[tuple[str | None, str | None], str] = Memo(lambda key: normalize_provider(*key))
 _models: Memo[tuple[str, str], str] = Memo(lambda key: normalize_model(*key))
+_operations: dict[str, tuple[str | None, str]] = {}  # operation value -> operation_of's result
+_OPERATIONS_LIMIT = 4096  # values come from clients: emptied when full, like the other memos
 _NOT_GENAI = NotBillableReason.NOT_GENAI
 _AGGREGATED = NotBillableReason.AGGREGATED_USAGE
 
@@ -61,7 +65,7 @@ def extract(span: SpanView, customer: str | None = None) -> UsageRecord | NotBil
 
 
 def _not_billable(span: SpanView, reason: NotBillableReason, detail: str = "") -> NotBillable:
-    return NotBillable(reason=reason, detail=detail, trace_id=span.trace_id, span_id=span.span_id)
+    return _new_not_billable(reason, detail, span.trace_id, span.span_id)
 
 
 def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
@@ -73,7 +77,19 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     if plan.aggregated_key is not None:
         return _not_billable(span, _AGGREGATED, plan.aggregated_key)
 
-    operation, not_inference = operation_of(attrs, span.name)
+    # Memoised by the operation value where the key set allows it (see Plan.operation_by_value).
+    value: Any = attrs.get(OPERATION_KEY) if plan.operation_by_value else None
+    if type(value) is str:
+        found = _operations.get(value)
+        if found is None:
+            found = operation_of(attrs, span.name)
+            if value.strip():  # a blank value falls back to the span name: not by value alone
+                if len(_operations) >= _OPERATIONS_LIMIT:
+                    _operations.clear()
+                _operations[value] = found
+    else:
+        found = operation_of(attrs, span.name)
+    operation, not_inference = found
     if not_inference:
         return _not_billable(span, NotBillableReason.NOT_INFERENCE, not_inference)
 
@@ -83,18 +99,20 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     if convention == "vercel-ai" and not vercel_ai.is_step_span(span.name, attrs):
         return _not_billable(span, _AGGREGATED, f"vercel ai {span.name}: sum of its step spans")
 
-    response_model = first_str(attrs, plan.response_model)
-    request_model = first_str(attrs, plan.request_model)
+    # Every string field at once (pure reads: reading them before the counts changes nothing).
+    response_model, request_model, declared, address, served_tier, requested_tier, response_id, server = (
+        plan.strings(attrs)
+    )
     raw_model = response_model or request_model or ""
-    declared = first_str(attrs, plan.provider) if plan.provider else None
     if declared is None:
         declared = plan.scope_provider
-    provider = _providers[declared, first_str(attrs, plan.address) if plan.address else None]
+    provider = _providers[declared, address]
     if provider == UNKNOWN:
         provider = model_prefix_provider(raw_model) or UNKNOWN
 
     try:
-        counts = plan.reader(attrs, provider, plan.token_keys)
+        plain = plan.plain_counts
+        counts = plain(attrs) if plain is not None else plan.reader(attrs, provider, plan.token_keys)
         if not counts.has_totals:
             return _not_billable(span, NotBillableReason.NO_USAGE, f"{convention}: no token counts")
         counts.validate()
@@ -103,9 +121,7 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     if not counts.input and not counts.output:
         return _not_billable(span, NotBillableReason.NO_USAGE, f"{convention}: token counts are zero")
 
-    served_tier = (first_str(attrs, plan.served_tier) if plan.served_tier else None) or (
-        first_str(attrs, plan.requested_tier) if plan.requested_tier else None
-    )
+    served_tier = served_tier or requested_tier
     return _usage_record(
         span.trace_id,
         span.span_id,
@@ -126,8 +142,8 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
         request_model,
         response_model,
         served_tier.lower() if served_tier else None,
-        first_str(attrs, plan.response_id) if plan.response_id else None,
-        first_str(attrs, plan.server_address) if plan.server_address else None,
+        response_id,
+        server,
         scope,
         convention,
         customer,

@@ -8,11 +8,13 @@ emitter of those names counts them as parts of the input/output totals.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from typing import Any
 
 from .counts import Counts
-from .tokens import token_value
+from .tokens import MAX_TOKENS, token_value
 
 COUNT_FIELDS = (
     "input",
@@ -26,6 +28,8 @@ COUNT_FIELDS = (
     "output_audio",
 )
 """``Counts`` fields, in the order they are read (the first unusable value is the one reported)."""
+if tuple(f.name for f in fields(Counts)) != COUNT_FIELDS:  # the compiled readers build it positionally
+    raise ImportError("Counts fields changed: update COUNT_FIELDS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +46,14 @@ class TokenKeys:
     input_audio: tuple[str, ...] = ()
     output_audio: tuple[str, ...] = ()
     items: tuple[tuple[str, tuple[str, ...]], ...] = field(init=False, repr=False, compare=False)
-    """(count, names) for the counts that have names, in field order: what ``read_counts`` walks."""
+    """(count, names) for the counts that have names, in field order."""
+    read: Callable[[Mapping[str, object]], Counts] = field(init=False, repr=False, compare=False)
+    """``read_counts`` for these keys, compiled (see :func:`_compile_reader`)."""
 
     def __post_init__(self) -> None:
         items = tuple((name, names) for name in COUNT_FIELDS if (names := getattr(self, name)))
         object.__setattr__(self, "items", items)
+        object.__setattr__(self, "read", _compile_reader(items))
 
     def extend(self, **more: tuple[str, ...]) -> TokenKeys:
         """These keys with ``more`` names appended (as fallbacks) per field."""
@@ -58,6 +65,43 @@ class TokenKeys:
         return TokenKeys(
             **{name: tuple(k for k in getattr(self, name) if k in keys) for name in COUNT_FIELDS}
         )
+
+
+@lru_cache(maxsize=1024)  # many key sets share the same names: one function each
+def _compile_reader(
+    items: tuple[tuple[str, tuple[str, ...]], ...],
+) -> Callable[[Mapping[str, object]], Counts]:
+    """``read_counts`` for one set of names as straight-line code: one ``get`` per name, in the
+    same order as the loop it replaces, and a plain in-range ``int`` taken as it is (what
+    :func:`token_value` returns for it); any other value goes through ``token_value``, which
+    converts it or raises the same ``InvalidUsage``."""
+    lines = ["def read(attrs):"]
+    defaults = Counts()
+    named = dict(items)
+    for count, names in items:
+        lines.append(f"    {count} = {getattr(defaults, count)!r}")
+        indent = "    "
+        for key in names:
+            k = repr(key)  # the names are this package's constants, filtered, never span data
+            lines += [
+                f"{indent}v = attrs.get({k})",
+                f"{indent}if v is not None:",
+                f"{indent}    {count} = v if v.__class__ is _int and 0 <= v <= _MAX else _value({k}, v)",
+                f"{indent}else:",
+            ]
+            indent += "    "
+        lines.append(f"{indent}pass")
+    values = (count if count in named else repr(getattr(defaults, count)) for count in COUNT_FIELDS)
+    lines.append(f"    return _Counts({', '.join(values)})")
+    namespace: dict[str, Any] = {
+        "_int": int,
+        "_MAX": MAX_TOKENS,
+        "_value": token_value,
+        "_Counts": Counts,
+    }
+    exec(compile("\n".join(lines), "<token reader>", "exec"), namespace)
+    reader: Callable[[Mapping[str, object]], Counts] = namespace["read"]
+    return reader
 
 
 KEYS = TokenKeys(
@@ -79,14 +123,7 @@ def read_counts(attrs: Mapping[str, object], keys: TokenKeys) -> Counts:
     For each count the first name present counts; a count nobody reported keeps the ``Counts``
     default (None for the two totals, 0 for the parts).
     """
-    counts = Counts()
-    for name, names in keys.items:
-        for key in names:
-            value = attrs.get(key)
-            if value is not None:
-                setattr(counts, name, token_value(key, value))
-                break
-    return counts
+    return keys.read(attrs)
 
 
 def read(attrs: Mapping[str, object], provider: str, keys: TokenKeys = KEYS) -> Counts:

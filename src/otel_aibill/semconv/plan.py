@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import lru_cache
+from typing import Any, Generic, TypeVar
 
+from ..usage import is_unicode
 from . import anthropic_sdk, bedrock, genai, openinference, openlit, pydantic_ai, traceloop, vercel_ai
 from .counts import Counts
 from .genai import TokenKeys
 
 Reader = Callable[[Mapping[str, object], str, TokenKeys], Counts]
+Strings = tuple[
+    str | None, str | None, str | None, str | None, str | None, str | None, str | None, str | None
+]
+StringsReader = Callable[[Mapping[str, object]], Strings]
 
 GENAI_PREFIXES = ("gen_ai.", "llm.", "openinference.", vercel_ai.MARKER)
 AGGREGATED_PREFIX = "gen_ai.aggregated_usage."
@@ -39,6 +45,9 @@ REQUESTED_TIER_KEYS = (
     "gen_ai.openai.request.service_tier",
     "anthropic.request.service_tier",
 )
+OPERATION_KEY = "gen_ai.operation.name"
+OPERATION_KEYS = ("openinference.span.kind", "traceloop.span.kind", OPERATION_KEY, "llm.request.type")
+"""Every attribute ``operations.operation_of`` reads."""
 RESPONSE_ID_KEYS = ("gen_ai.response.id", "llm.response.id", "ai.response.id")
 SERVER_ADDRESS_KEYS = ("server.address",)
 # Scopes that name their provider when the span does not.
@@ -60,6 +69,12 @@ class Plan:
     convention: str = ""
     reader: Reader = genai.read
     token_keys: TokenKeys = genai.KEYS
+    plain_counts: Callable[[Mapping[str, object]], Counts] | None = None
+    """``token_keys.read`` when ``reader`` is just that (no provider-dependent adjustment), so
+    extraction calls it directly instead of through the adapter; None otherwise."""
+    operation_by_value: bool = False
+    """Of the attributes ``operation_of`` reads, only ``gen_ai.operation.name`` is present, so for
+    a non-blank text value the result depends on that value alone (and can be memoised by it)."""
     response_model: tuple[str, ...] = ()
     request_model: tuple[str, ...] = ()
     provider: tuple[str, ...] = ()
@@ -69,6 +84,13 @@ class Plan:
     requested_tier: tuple[str, ...] = ()
     response_id: tuple[str, ...] = ()
     server_address: tuple[str, ...] = ()
+    strings: StringsReader = lambda attrs: (None,) * 8
+    """``first_str`` of each of the name lists above, from ``response_model`` to ``server_address``
+    (None for an empty list), in one compiled call (see :func:`_compile_strings`)."""
+
+
+# Adapters whose ``read`` is exactly ``genai.read_counts(attrs, keys)``.
+_PLAIN_READERS = frozenset({genai.read, traceloop.read, openinference.read, pydantic_ai.read})
 
 
 def _scan(keys: tuple[str, ...]) -> tuple[bool, str | None]:
@@ -110,22 +132,63 @@ def make_plan(scope: str, keys: tuple[str, ...]) -> Plan:
         return tuple(k for k in names if k in present)
 
     convention, reader, token_keys = _adapter(scope, present)
+    token_keys = token_keys.present(present)
+    names = (
+        have(RESPONSE_MODEL_KEYS),
+        have(REQUEST_MODEL_KEYS),
+        have(PROVIDER_KEYS),
+        have(ADDRESS_KEYS),
+        have(SERVED_TIER_KEYS),
+        have(REQUESTED_TIER_KEYS),
+        have(RESPONSE_ID_KEYS),
+        have(SERVER_ADDRESS_KEYS),
+    )
     return Plan(
         is_genai=True,
         aggregated_key=None,
         convention=convention,
         reader=reader,
-        token_keys=token_keys.present(present),
-        response_model=have(RESPONSE_MODEL_KEYS),
-        request_model=have(REQUEST_MODEL_KEYS),
-        provider=have(PROVIDER_KEYS),
+        token_keys=token_keys,
+        plain_counts=token_keys.read if reader in _PLAIN_READERS else None,
+        operation_by_value=have(OPERATION_KEYS) == (OPERATION_KEY,),
+        response_model=names[0],
+        request_model=names[1],
+        provider=names[2],
         scope_provider=next((name for prefix, name in SCOPE_PROVIDERS if scope.startswith(prefix)), None),
-        address=have(ADDRESS_KEYS),
-        served_tier=have(SERVED_TIER_KEYS),
-        requested_tier=have(REQUESTED_TIER_KEYS),
-        response_id=have(RESPONSE_ID_KEYS),
-        server_address=have(SERVER_ADDRESS_KEYS),
+        address=names[3],
+        served_tier=names[4],
+        requested_tier=names[5],
+        response_id=names[6],
+        server_address=names[7],
+        strings=_compile_strings(names),
     )
+
+
+@lru_cache(maxsize=1024)  # many key sets share the same names: one function each
+def _compile_strings(names: tuple[tuple[str, ...], ...]) -> StringsReader:
+    """``tuple(first_str(attrs, keys) for keys in names)`` as straight-line code: the same names
+    read in the same order with the same test (a ``str`` that strips to non-empty valid Unicode),
+    without a call per field."""
+    lines = ["def strings(attrs):"]
+    results = []
+    for index, keys in enumerate(names):
+        result = f"s{index}"
+        results.append(result)
+        lines.append(f"    {result} = None")
+        for n, key in enumerate(keys):
+            indent = "    " if n == 0 else "        "
+            if n:
+                lines.append(f"    if {result} is None:")
+            lines += [  # the names are this package's constants, filtered, never span data
+                f"{indent}v = attrs.get({key!r})",
+                f"{indent}if isinstance(v, _str) and (v := v.strip()) and (v.isascii() or _is_unicode(v)):",
+                f"{indent}    {result} = v",
+            ]
+    lines.append(f"    return ({', '.join(results)},)")
+    namespace: dict[str, Any] = {"_str": str, "_is_unicode": is_unicode}
+    exec(compile("\n".join(lines), "<plan strings>", "exec"), namespace)
+    reader: StringsReader = namespace["strings"]
+    return reader
 
 
 K = TypeVar("K")

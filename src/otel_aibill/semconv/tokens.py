@@ -64,8 +64,7 @@ def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     so a model name that is not text makes the usage unpriced (visible), not unstorable."""
     for key in keys:
         value = attrs.get(key)
-        if isinstance(value, str):
-            value = value.strip()
-            if value and is_unicode(value):
-                return value
+        # isascii() first: is_unicode's own fast path, without a call for the common case
+        if isinstance(value, str) and (value := value.strip()) and (value.isascii() or is_unicode(value)):
+            return value
     return None
