@@ -14,6 +14,7 @@ process's CPU time per span. ``--long`` sends
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -346,6 +347,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--long", action="store_true", help="5M spans over gRPC, sampling server RSS")
     parser.add_argument("--stages", action="store_true", help="only the in-process per-stage timings")
+    parser.add_argument(
+        "--gc",
+        choices=("default", "off", "tuned"),
+        default="default",
+        help="with --stages: cyclic GC as is, off, or frozen after start-up with a 50,000 gen-0 threshold",
+    )
     args = parser.parse_args()
     payloads = Payloads()
     print(
@@ -353,6 +360,11 @@ def main() -> None:
         f"{len(payloads.json)} bytes JSON"
     )
     if args.stages:
+        if args.gc == "off":
+            gc.disable()
+        elif args.gc == "tuned":
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
         stages(payloads)
         return
     base_pb = decode_rate(decode_protobuf, payloads.next_proto())
