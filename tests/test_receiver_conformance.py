@@ -19,7 +19,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import json_format
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
 from opentelemetry.proto.common.v1 import common_pb2
 
@@ -323,6 +323,24 @@ def test_grpc_empty_request_and_rejected_ids(server: Server) -> None:
             export(req.SerializeToString(), timeout=10, compression=grpc.Compression.Gzip)
         )
         assert reply.partial_success.rejected_spans == 1 and "trace id" in reply.partial_success.error_message
+
+
+def test_grpc_malformed_request_is_invalid_argument_with_a_bad_request_detail(server: Server) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        export = channel.unary_unary(EXPORT)
+        with pytest.raises(grpc.RpcError) as caught:
+            export(b"\x0a\xff\xff\xff\xff\x0f garbage", timeout=10)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    trailers = dict(error.trailing_metadata())  # type: ignore[attr-defined]
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert status.code == code_pb2.INVALID_ARGUMENT and status.message == error.details()  # type: ignore[attr-defined]
+    [detail] = status.details
+    bad = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad) and bad.field_violations[0].description == status.message
+    # the server lives on: a good request still lands
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        assert channel.unary_unary(EXPORT)(b"", timeout=10) == b""
 
 
 # --- replay ----------------------------------------------------------------------------------

@@ -18,7 +18,12 @@ from otel_aibill.receiver.auth import bearer_ok
 from otel_aibill.receiver.committer import CommitFailed, Overloaded, ShuttingDown
 from otel_aibill.receiver.ingest import Ingestor
 from otel_aibill.receiver.otlp_common import DecodeError
-from otel_aibill.receiver.responses import PROTOBUF, export_response, grpc_retry_trailers
+from otel_aibill.receiver.responses import (
+    PROTOBUF,
+    export_response,
+    grpc_bad_request_trailers,
+    grpc_retry_trailers,
+)
 from otel_aibill.receiver.settings import ReceiverSettings
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -52,6 +57,7 @@ class TraceService:
             decoded = self._ingestor.decode(request, PROTOBUF)
         except DecodeError as exc:
             self._outcome("invalid")
+            context.set_trailing_metadata(grpc_bad_request_trailers(str(exc)))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             accepted = self._ingestor.accept(decoded)

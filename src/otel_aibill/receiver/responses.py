@@ -34,23 +34,29 @@ def retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
     )
 
 
-def status_body(content_type: str, code: int, message: str, retry_after_s: float | None = None) -> bytes:
-    """A google.rpc.Status, the body OTLP/HTTP prescribes for every 4xx and 5xx reply.
-
-    Retryable replies carry a RetryInfo; bad data (INVALID_ARGUMENT) carries the BadRequest the
-    spec asks for. JSON goes through ``json_format`` so the details are proto3 JSON (``@type``,
-    durations as ``"1.500s"``) that any Status parser reads back.
-    """
-    status = status_pb2.Status(code=code, message=message)
+def status(code: int, message: str, retry_after_s: float | None = None) -> status_pb2.Status:
+    """A google.rpc.Status: retryable ones carry a RetryInfo, bad data (INVALID_ARGUMENT) the
+    BadRequest the OTLP spec asks for."""
+    result = status_pb2.Status(code=code, message=message)
     if retry_after_s is not None:
-        status.details.add().Pack(retry_info(retry_after_s))
+        result.details.add().Pack(retry_info(retry_after_s))
     if code == code_pb2.INVALID_ARGUMENT:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(description=message)
-        status.details.add().Pack(bad)
+        result.details.add().Pack(bad)
+    return result
+
+
+def status_body(content_type: str, code: int, message: str, retry_after_s: float | None = None) -> bytes:
+    """The ``status`` as the body OTLP/HTTP prescribes for every 4xx and 5xx reply.
+
+    JSON goes through ``json_format`` so the details are proto3 JSON (``@type``, durations as
+    ``"1.500s"``) that any Status parser reads back.
+    """
+    status_message = status(code, message, retry_after_s)
     if content_type == JSON:
-        return json.dumps(json_format.MessageToDict(status)).encode()
-    return bytes(status.SerializeToString())
+        return json.dumps(json_format.MessageToDict(status_message)).encode()
+    return bytes(status_message.SerializeToString())
 
 
 def grpc_retry_trailers(message: str, retry_after_s: float) -> tuple[tuple[str, bytes], ...]:
@@ -60,9 +66,12 @@ def grpc_retry_trailers(message: str, retry_after_s: float) -> tuple[tuple[str, 
     exporter reads ``google.rpc.retryinfo-bin``; both are sent.
     """
     info = retry_info(retry_after_s)
-    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
-    status.details.add().Pack(info)
     return (
-        ("grpc-status-details-bin", status.SerializeToString()),
+        ("grpc-status-details-bin", status(code_pb2.UNAVAILABLE, message, retry_after_s).SerializeToString()),
         ("google.rpc.retryinfo-bin", info.SerializeToString()),
     )
+
+
+def grpc_bad_request_trailers(message: str) -> tuple[tuple[str, bytes], ...]:
+    """INVALID_ARGUMENT trailers: the Status with its BadRequest, as the HTTP body carries it."""
+    return (("grpc-status-details-bin", status(code_pb2.INVALID_ARGUMENT, message).SerializeToString()),)
