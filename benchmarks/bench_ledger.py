@@ -10,7 +10,10 @@ spills into another's time. All databases use WAL + synchronous=FULL (the defaul
 
 Variants:
   baseline    raw table with the same columns, no index at all, plain executemany (SQL cost only),
-              SQLite defaults (4 KiB pages): the reference all ratios are against
+              SQLite defaults (4 KiB pages): the reference all ratios are against; NULLs bind
+              through the ledger's identity adapter for None, like every variant here
+  base-plain  the same without that adapter: how a plain insert binds NULLs (an adapter search
+              each), which is what a no-index insert of these rows costs in a program of its own
   base-16k    the same with the ledger's page size (16 KiB), to show what the page size buys alone
   random-key  raw table + UNIQUE (trace_id, span_id): the naive dedupe key, for reference
   ledger-sql  the ledger's own schema (all its indexes), same raw executemany: the cost of the keys
@@ -34,7 +37,8 @@ import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -141,6 +145,19 @@ def raw_table(path: Path, index: str | None, page_size: int = 4096) -> sqlite3.C
     return conn
 
 
+@contextmanager
+def none_adapter(*, off: bool) -> Iterator[None]:
+    """With ``off``, bind None the sqlite3 module's own way (an adapter search per NULL), as a
+    plain insert without the ledger's identity adapter for None does."""
+    key = (type(None), sqlite3.PrepareProtocol)
+    adapter = sqlite3.adapters.pop(key, None) if off else None
+    try:
+        yield
+    finally:
+        if adapter is not None:
+            sqlite3.adapters[key] = adapter
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -160,6 +177,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         baseline = raw_table(d / "baseline.db", None)
+        base_plain = raw_table(d / "base_plain.db", None)
         base_16k = raw_table(d / "base_16k.db", None, page_size=16_384)
         random_key = raw_table(d / "random.db", "CREATE UNIQUE INDEX k ON usage (trace_id, span_id)")
         ledger_sql = SqliteLedger(f"sqlite:///{d}/ledger_sql.db")
@@ -171,14 +189,28 @@ def main() -> None:
         )
         insert_ignore = f"{insert} ON CONFLICT DO NOTHING"
         totals = dict.fromkeys(
-            ("baseline", "base-16k", "random-key", "ledger-sql", "ledger", "ledger-mix", "ledger-recv"),
+            (
+                "baseline",
+                "base-plain",
+                "base-16k",
+                "random-key",
+                "ledger-sql",
+                "ledger",
+                "ledger-mix",
+                "ledger-recv",
+            ),
             0.0,
         )
         step = DAY_NS // args.rows
         done = 0
         inserted = 0
         ledgers = {"ledger": ledger, "ledger-mix": ledger_mix, "ledger-recv": ledger_recv}
-        raws = {"baseline": baseline, "base-16k": base_16k, "random-key": random_key}
+        raws = {
+            "baseline": baseline,
+            "base-plain": base_plain,
+            "base-16k": base_16k,
+            "random-key": random_key,
+        }
         order = list(totals)
         while done < args.rows:
             size = min(args.block, args.rows - done)
@@ -207,10 +239,11 @@ def main() -> None:
                 else:
                     conn = raws.get(name, ledger_sql._writer)
                     sql = insert_ignore if name == "ledger-sql" else insert
-                    for p in params:
-                        conn.execute("BEGIN IMMEDIATE")
-                        conn.executemany(sql, p)
-                        conn.execute("COMMIT")
+                    with none_adapter(off=name == "base-plain"):
+                        for p in params:
+                            conn.execute("BEGIN IMMEDIATE")
+                            conn.executemany(sql, p)
+                            conn.execute("COMMIT")
                 totals[name] += time.perf_counter() - start
             gc.unfreeze()
             order.reverse()
@@ -270,6 +303,7 @@ def main() -> None:
         ledger_mix.close()
         ledger_recv.close()
         baseline.close()
+        base_plain.close()
         base_16k.close()
         random_key.close()
 
