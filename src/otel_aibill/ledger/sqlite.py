@@ -101,7 +101,10 @@ def migrate(conn: sqlite3.Connection, *, target: int | None = None, where: str =
         steps = pending(current, MIGRATIONS, where=where)
         if target is not None:
             steps = [step for step in steps if step.version <= target]
+        existing = current > 0
         for step in steps:
+            if existing:  # some steps rewrite every row of a big ledger: say what is going on
+                _log.info("migrating %s to ledger schema version %d: %s", where, step.version, step.name)
             for statement in step.statements:
                 conn.execute(statement)
             if step.backfill is not None:
