@@ -376,3 +376,15 @@ def test_version_4_rows_move_to_version_5_exactly(tmp_path: Path) -> None:
     assert summary.cost == sum(Decimal(a) for a in amounts)
     assert summary.billed == 2 * sum(Decimal(a) for a in amounts)
     led.close()
+
+
+def test_fold_keeps_any_text_in_group_keys(ledger: SqliteLedger) -> None:
+    """Groups travel through SQL and Python as JSON: names that need escaping come back as sent."""
+    names = ['acme "eu"', "back\\slash", "ünïcødé 🚀", '{"json": [1]}', "tab\tand\nnewline", "12", "null"]
+    rows = [priced(customer=n, model=n, cost="0.0000001", billed="1E-40") for n in names]
+    ledger.append(AppendBatch(rows=rows))
+    assert _folded(ledger) == len(names)
+    assert _stored(ledger) == _truth(ledger)
+    by_customer = {s.key["customer"]: s for s in ledger.usage_summary(UsageQuery(by=("customer", "model")))}
+    assert set(by_customer) == set(names)
+    assert all(s.cost == Decimal("0.0000001") and s.billed == Decimal("1E-40") for s in by_customer.values())
