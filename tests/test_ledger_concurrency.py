@@ -10,7 +10,8 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
-from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
+from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery, UsageSummary
+from otel_aibill.ledger.summary import SummaryBuilder
 from test_ledger_support import priced
 
 BATCH = 50
@@ -68,14 +69,27 @@ _WRITER = textwrap.dedent(
     from otel_aibill.ledger import AppendBatch, SqliteLedger
     from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
-    def row(i, response_id=None):
+    def row(i, response_id=None, customer="c"):
         u = UsageRecord(trace_id=f"{i:032x}", span_id=f"{i:016x}", start_time_ns=1_000 + i,
                         end_time_ns=2_000 + i, provider="openai", model="gpt-4o", operation="chat",
-                        input_tokens=1, output_tokens=1, customer="c", response_id=response_id)
-        return PricedUsage(usage=u, status=PriceStatus.PRICED, cost=Decimal("0.01"), billed=Decimal("0.02"))
+                        input_tokens=1, output_tokens=1, customer=customer, response_id=response_id)
+        billed = None if customer is None else Decimal("0.02")
+        return PricedUsage(usage=u, status=PriceStatus.PRICED, cost=Decimal("0.01"), billed=billed)
 
     ledger = SqliteLedger(sys.argv[1])
     mode = sys.argv[2]
+    if mode.startswith("fold-forever:"):  # appends and attributes until killed, folding often
+        from otel_aibill.ledger import Attribution, rollup
+        rollup.FOLD_EVERY = 100
+        b = int(mode.partition(":")[2])
+        while True:
+            rows = [row(i, customer=None if i % 3 == 0 else "c") for i in range(b, b + 20)]
+            ledger.append(AppendBatch(rows=rows))
+            print("appended", b + 20, flush=True)
+            late = [Attribution(r.usage.trace_id, r.usage.span_id, "late", Decimal("0.03"), None)
+                    for r in rows if r.usage.customer is None and r.usage.span_id[-1] in "02468ace"]
+            ledger.set_attribution(late)
+            b += 20
     if mode == "crash":
         ledger.append(AppendBatch(rows=[row(i) for i in range(100)], trace_customers={"t": "c"}))
         print("appended", flush=True)
@@ -122,3 +136,44 @@ def test_two_writer_processes_dedupe_against_each_other(tmp_path: Path) -> None:
     assert summary.spans == 300
     assert ledger.not_billable_counts() == {"duplicate_span": 100}
     ledger.close()
+
+
+def test_folding_writers_killed_at_any_moment_leave_exact_summaries(tmp_path: Path) -> None:
+    """Two processes append, attribute and fold (every 100 rows, on their fold threads) until
+    SIGKILL; whatever was acknowledged is there, and every summary equals a scan of the rows."""
+    url = f"sqlite:///{tmp_path}/kill.db?synchronous=normal"
+    SqliteLedger(url).close()
+    procs = [_spawn(url, "fold-forever:0"), _spawn(url, "fold-forever:1000000")]
+    acknowledged = []
+    for proc in procs:
+        assert proc.stdout is not None
+        last = 0
+        while last < 3_000:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read() if proc.stderr else "writer died"
+            last = int(line.split()[1])
+        acknowledged.append(last)
+    for proc in procs:
+        proc.kill()
+        proc.communicate(timeout=60)
+    ledger = SqliteLedger(url)
+    rows = ledger.rows(limit=1_000_000)
+    spans = {r.priced.usage.span_id for r in rows}
+    for start, last in zip((0, 1_000_000), acknowledged, strict=True):
+        assert {f"{i:016x}" for i in range(start, last)} <= spans
+    folded = ledger._writer.execute("SELECT folded_seq FROM rollup_state").fetchone()[0]
+    assert folded > 0  # the workers folded before they were killed
+    for query in (UsageQuery(), UsageQuery(by=("customer",)), UsageQuery(customer="late")):
+        assert ledger.usage_summary(query) == _scan(ledger, query)
+    [total] = ledger.usage_summary(UsageQuery(by=()))
+    assert total.spans == len(rows)
+    assert total.cost == Decimal("0.01") * len(rows)
+    assert total.billed == sum((r.priced.billed or Decimal(0) for r in rows), Decimal(0))
+    ledger.close()
+
+
+def _scan(ledger: SqliteLedger, query: UsageQuery) -> list[UsageSummary]:
+    builder = SummaryBuilder(by=tuple(query.by))
+    with ledger._read() as conn:
+        ledger._summarize_rows(conn, builder, query, None, None, after_seq=None)
+    return builder.build()
