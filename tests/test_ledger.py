@@ -42,12 +42,20 @@ def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_sqlite_url("sqlite:////var/x.db").path == "/var/x.db"
     assert parse_sqlite_url("sqlite:///x.db").synchronous == "full"
     assert parse_sqlite_url("sqlite:///x.db?synchronous=NORMAL&busy_timeout_ms=5").busy_timeout_ms == 5
+    assert parse_sqlite_url("sqlite:///x.db").background_fold
+    assert not parse_sqlite_url("sqlite:///x.db?rollup_fold=INLINE").background_fold
     mem = open_ledger("sqlite:///:memory:")
     assert mem.append(AppendBatch(rows=[priced()])).inserted == 1
     mem.close()
     with pytest.raises(ValueError, match="PostgreSQL ledger backend is not installed"):
         open_ledger("postgresql://u@localhost/db")
-    for bad in ("sqlite:///x.db?synchronous=sometimes", "sqlite:///x.db?cache=1", "sqlite://", "mysql://x"):
+    for bad in (
+        "sqlite:///x.db?synchronous=sometimes",
+        "sqlite:///x.db?cache=1",
+        "sqlite:///x.db?rollup_fold=later",
+        "sqlite://",
+        "mysql://x",
+    ):
         with pytest.raises(ValueError):
             open_ledger(bad)
 

@@ -43,8 +43,9 @@ def open_ledger(url: str) -> Ledger:
     """Open (creating and migrating as needed) the ledger at ``url``.
 
     ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``, with optional
-    ``?synchronous=normal`` (default ``full``: durable when ``append`` returns), ``busy_timeout_ms``
-    and ``cache_size_kib``.
+    ``?synchronous=normal`` (default ``full``: durable when ``append`` returns), ``busy_timeout_ms``,
+    ``cache_size_kib`` and ``rollup_fold=inline`` (default ``background``: the summary rollup is
+    folded on a worker thread, see ``folding.py``).
     """
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
