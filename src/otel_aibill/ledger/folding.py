@@ -93,15 +93,12 @@ class FoldWorker:
         conn.execute("BEGIN")
         try:
             computed = rollup.compute_fold(conn, at_least=rollup.FOLD_EVERY)
+            if computed is None:
+                return
         except sqlite3.OperationalError:  # e.g. a count that overflows: the write path decides
             computed = None
-            stale = True
-        else:
-            stale = False
         finally:
             conn.execute("COMMIT")
-        if computed is None and not stale:
-            return
         with self._write() as writer:
             if computed is not None and rollup.apply_fold(writer, computed):
                 self.folds += 1
