@@ -7,11 +7,12 @@ batch is refused rather than stored half-right.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import chain, repeat, starmap
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, NoReturn
 
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
@@ -82,6 +83,11 @@ _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 _START = INSERT_COLUMNS.index("start_time_ns")
 _UNITS = money.units
 _NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
+_USAGE = attrgetter("usage")
+_AMOUNTS = attrgetter("status", "cost", "billed")
+_REST = attrgetter("currency", "price_version", "price_key", "markup_rule", "unpriced_reason")
+_CUSTOMERS = itemgetter(_CUSTOMER)
+_PRICED = PriceStatus.PRICED
 
 
 def to_params(priced: PricedUsage, ingested_at_ns: int) -> tuple[Any, ...]:
@@ -118,6 +124,55 @@ def to_params(priced: PricedUsage, ingested_at_ns: int) -> tuple[Any, ...]:
         units = tuple(None if text is None else _UNITS(text) for text in amounts[1:])
     bucket = None if fields[_RESPONSE_ID] is None else fields[_START] // RESPONSE_BUCKET_NS
     return fields + amounts + priced_fields[3:] + units + (ingested_at_ns, bucket, None)
+
+
+def extend_params(
+    out: list[Any],
+    rows: Sequence[PricedUsage],
+    ingested_at_ns: int,
+    duplicate_of: Iterable[str | None] | None = None,
+) -> None:
+    """Add the parameters of ``rows`` to ``out``, row after row: the flat parameter list of a
+    multi-row ``VALUES`` statement. Same values and checks as ``to_params`` for every row.
+
+    Appends run this for every row, so the checks are made over the whole group of rows at once
+    (C-level calls over all their texts and integers) and the common row, priced with ``Decimal``
+    amounts, is converted inline; any other row goes through ``to_params``. Integers of 2^63 and
+    more pass here and are refused by SQLite when bound (``diagnose`` names them).
+    """
+    fields = list(map(_USAGE_FIELDS, map(_USAGE, rows)))
+    texts = list(chain.from_iterable(map(_REQUIRED_TEXTS, fields)))
+    try:
+        _JOIN(texts)
+        all(starmap(_NON_NEGATIVE, map(_INTS, fields)))
+    except (TypeError, struct.error):
+        _refuse(rows, ingested_at_ns)
+    if "" in texts or "" in map(_CUSTOMERS, fields):
+        _refuse(rows, ingested_at_ns)
+    add = out.extend
+    units = _UNITS
+    for f, priced, duplicate in zip(fields, rows, duplicate_of or repeat(None), strict=False):
+        status, cost, billed = _AMOUNTS(priced)
+        if status is _PRICED and type(cost) is Decimal and type(billed) is Decimal:
+            cost_text = str(cost)
+            billed_text = str(billed)
+            if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
+                raise _fail(priced.usage, _bad_amounts(priced))
+            add(f)
+            add(("priced", cost_text, billed_text))
+            add(_REST(priced))
+            bucket = None if f[_RESPONSE_ID] is None else f[_START] // RESPONSE_BUCKET_NS
+            add((units(cost_text), units(billed_text), ingested_at_ns, bucket, duplicate))
+        else:
+            add(to_params(priced, ingested_at_ns)[:DUPLICATE_OF])
+            out.append(duplicate)
+
+
+def _refuse(rows: Sequence[PricedUsage], ingested_at_ns: int) -> NoReturn:
+    """Raise the ``InvalidRowError`` of the first row that ``to_params`` refuses."""
+    for priced in rows:
+        to_params(priced, ingested_at_ns)
+    raise AssertionError("a group check failed but no row was refused")
 
 
 def _amounts_slow(priced: PricedUsage, status: Any) -> tuple[str, str | None, str | None]:

@@ -1,0 +1,151 @@
+"""Appends through multi-row insert statements and the statement thread (``ledger/stepper.py``):
+every batch size, errors in any group, and the parameters equal to the row-by-row conversion."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
+from itertools import chain
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
+from otel_aibill.ledger.rows import DUPLICATE_OF, extend_params, to_params
+from otel_aibill.ledger.sqlite import _groups
+from otel_aibill.usage import PricedUsage, PriceStatus
+from test_ledger_support import T0, priced, usage
+
+SIZES = [1, 7, 8, 9, 255, 256, 257, 600, 1031]
+
+
+@pytest.fixture(params=["file", "memory"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteLedger]:
+    url = f"sqlite:///{tmp_path}/ledger.db" if request.param == "file" else "sqlite:///:memory:"
+    led = SqliteLedger(url)
+    yield led
+    led.close()
+
+
+def _rows(n: int, **kwargs: object) -> list[PricedUsage]:
+    return [
+        priced(start=T0 + i, input_tokens=10 + i, cost=Decimal(i) / 1000, billed=Decimal(i) / 800, **kwargs)
+        for i in range(n)
+    ]
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "otel-aibill-ledger-writer"]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_every_batch_size_stores_every_row_once(ledger: SqliteLedger, n: int) -> None:
+    rows = _rows(n)
+    assert ledger.append(AppendBatch(rows=rows)).inserted == n
+    stored = ledger.rows(limit=n + 1)  # newest first
+    assert [r.priced for r in reversed(stored)] == rows  # all fields, in batch order
+    assert [r.seq for r in reversed(stored)] == list(range(1, n + 1))
+    [total] = ledger.usage_summary(UsageQuery(by=()))
+    assert total.spans == n
+    assert total.input_tokens == sum(10 + i for i in range(n))
+    assert total.cost == sum(Decimal(i) / 1000 for i in range(n))
+    again = ledger.append(AppendBatch(rows=rows))
+    assert (again.inserted, again.duplicate_spans) == (0, n)
+    assert ledger.not_billable_counts() == {"duplicate_span": n}
+
+
+def test_repeats_inside_one_statement_are_duplicate_spans(ledger: SqliteLedger) -> None:
+    rows = _rows(300)
+    result = ledger.append(AppendBatch(rows=rows + rows[:20] + rows[280:]))
+    assert (result.inserted, result.duplicate_spans) == (300, 40)
+    assert len(ledger.rows(limit=1000)) == 300
+
+
+@pytest.mark.parametrize("position", [0, 255, 256, 700, 1030])
+def test_a_bad_row_in_any_group_refuses_the_whole_batch(ledger: SqliteLedger, position: int) -> None:
+    rows = _rows(1031)
+    rows[position] = replace(rows[position], usage=replace(rows[position].usage, output_tokens=-1))
+    with pytest.raises(InvalidRowError, match="output_tokens must be an integer"):
+        ledger.append(AppendBatch(rows=rows, trace_customers={"t": "c"}))
+    assert ledger.rows() == [] and ledger.trace_customers(["t"]) == {}
+    assert ledger.append(AppendBatch(rows=_rows(600))).inserted == 600
+
+
+@pytest.mark.parametrize("position", [3, 300, 1000])
+def test_a_value_sqlite_refuses_in_any_group_refuses_the_batch(ledger: SqliteLedger, position: int) -> None:
+    """2^63 passes the group checks (unsigned 64-bit) and is refused when SQLite binds it, on the
+    statement thread for file ledgers; the error still names the field and nothing is kept."""
+    rows = _rows(1031)
+    rows[position] = replace(rows[position], usage=replace(rows[position].usage, input_tokens=2**63))
+    with pytest.raises(InvalidRowError, match="input_tokens must be an integer in"):
+        ledger.append(AppendBatch(rows=rows))
+    assert ledger.rows() == []
+    assert ledger.append(AppendBatch(rows=_rows(300))).inserted == 300
+
+
+def test_unhashable_ids_with_repeated_responses_are_refused(ledger: SqliteLedger) -> None:
+    row = priced(response_id="r1")
+    bad = priced(usage(trace=["not", "a", "string"], response_id="r2"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRowError, match="trace_id must be a non-empty string"):
+        ledger.append(AppendBatch(rows=[row, row, bad]))
+    bad_response = priced(usage(response_id=["r"]))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRowError, match="response_id must be None or a string"):
+        ledger.append(AppendBatch(rows=[bad_response]))
+    assert ledger.rows() == []
+
+
+def test_the_statement_thread_ends_with_the_ledger(tmp_path: Path) -> None:
+    before = len(_writer_threads())
+    led = SqliteLedger(f"sqlite:///{tmp_path}/ledger.db")
+    led.append(AppendBatch(rows=_rows(1031)))
+    assert len(_writer_threads()) == before + 1
+    led.close()
+    assert len(_writer_threads()) == before
+
+
+@pytest.mark.parametrize("n", [*range(0, 40), 255, 256, 257, 511, 512, 513, 1031])
+def test_groups_cover_every_row_once_with_few_shapes(n: int) -> None:
+    groups = list(_groups(n, 256))
+    assert [i for first, count in groups for i in range(first, first + count)] == list(range(n))
+    shapes = {count for _, count in groups}
+    assert shapes <= {256, 128, 64, 32, 16, 8} | {c for c in shapes if c < 8}
+    assert sum(1 for c in shapes if c < 8) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["priced", "unpriced", "pending"]),
+            st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**5), max_value=10**5),
+            st.one_of(st.none(), st.text(min_size=1, max_size=8)),
+            st.one_of(st.none(), st.text(min_size=1, max_size=8)),
+        ),
+        max_size=40,
+    )
+)
+def test_group_parameters_equal_row_by_row_conversion(
+    specs: list[tuple[str, Decimal, str | None, str | None]],
+) -> None:
+    rows = []
+    for i, (kind, amount, response_id, parent) in enumerate(specs):
+        record = replace(usage(start=T0 + i, response_id=response_id), parent_span_id=parent)
+        if kind == "unpriced":
+            rows.append(
+                PricedUsage(record, PriceStatus.UNPRICED, None, None, unpriced_reason="unknown model")
+            )
+        elif kind == "pending":
+            rows.append(priced(replace(record, customer=None), cost=amount, billed=None))
+        else:
+            rows.append(priced(record, cost=amount, billed=amount * Decimal("1.25")))
+    duplicate_of = [None if i % 3 else f"{i:016x}" for i in range(len(rows))]
+    out: list[object] = []
+    extend_params(out, rows, 42, duplicate_of)
+    expected = chain.from_iterable(
+        (*to_params(r, 42)[:DUPLICATE_OF], d) for r, d in zip(rows, duplicate_of, strict=True)
+    )
+    assert out == list(expected)
