@@ -269,43 +269,42 @@ class SqliteLedger:
         not_billable = _checked_counts(batch.not_billable)
         if not rows and not customers and not not_billable:
             return AppendResult(duplicate_spans=repeated)
-        with self._write() as conn:
-            duplicate_of, marked, already = _sibling_duplicates(conn, responses, len(rows))
-            try:
-                changed = self._insert(conn, rows, now, duplicate_of)
-            except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
-                raise diagnose(rows, exc) from exc
-            duplicate_responses = marked - already
-            duplicate_spans = repeated + len(rows) - changed
-            new_customers = self._add_trace_customers(conn, customers, now)
-            counts = dict(not_billable)
-            for reason, n in (
-                (NotBillableReason.DUPLICATE_SPAN.value, duplicate_spans),
-                (NotBillableReason.DUPLICATE_RESPONSE.value, duplicate_responses),
-            ):
-                if n:
-                    counts[reason] = counts.get(reason, 0) + n
-            if counts:
-                day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
-                conn.executemany(
-                    "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
-                    " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
-                    [(reason, day, n) for reason, n in counts.items() if n],
+        taken: list[rollup.Fold] = []
+        try:
+            with self._write() as conn:
+                duplicate_of, marked, already = _sibling_duplicates(conn, responses, len(rows))
+                try:
+                    changed = self._insert(conn, rows, now, duplicate_of)
+                except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
+                    raise diagnose(rows, exc) from exc
+                result = AppendResult(
+                    inserted=changed - (marked - already),
+                    duplicate_spans=repeated + len(rows) - changed,
+                    duplicate_responses=marked - already,
+                    new_trace_customers=self._add_trace_customers(conn, customers, now),
                 )
-            fold_due = False
-            if changed:
-                start, last = rollup.tail(conn)
-                fold_due = last - start >= rollup.FOLD_EVERY
-                if fold_due and self._folder is None:
-                    rollup.fold_quietly(conn, at_least=rollup.FOLD_EVERY)
+                _count_not_billable(conn, now, not_billable, result)
+                fold_due = self._rollup_step(conn, changed, taken)
+        finally:
+            if taken and self._folder is not None:
+                self._folder.taken_done()
         if fold_due and self._folder is not None:
             self._folder.request()
-        return AppendResult(
-            inserted=changed - duplicate_responses,
-            duplicate_spans=duplicate_spans,
-            duplicate_responses=duplicate_responses,
-            new_trace_customers=new_customers,
-        )
+        return result
+
+    def _rollup_step(self, conn: sqlite3.Connection, changed: int, taken: list[rollup.Fold]) -> bool:
+        """Write a fold the worker computed meanwhile (noted in ``taken``); fold inline when due
+        without a worker. Returns whether the worker should compute a fold."""
+        if self._folder is not None and (computed := self._folder.take()) is not None:
+            taken.append(computed)
+            self._folder.write_fold(conn, computed)
+        if not changed:
+            return False
+        start, last = rollup.tail(conn)
+        due = last - start >= rollup.FOLD_EVERY
+        if due and self._folder is None:
+            rollup.fold_quietly(conn, at_least=rollup.FOLD_EVERY)
+        return due
 
     def _insert(
         self, conn: sqlite3.Connection, rows: list[PricedUsage], now: int, duplicate_of: list[str | None]
@@ -800,6 +799,26 @@ def _insert_sql(rows: int) -> str:
         f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([values] * rows)}"
         " ON CONFLICT DO NOTHING"
     )
+
+
+def _count_not_billable(
+    conn: sqlite3.Connection, now: int, counts: Mapping[str, int], result: AppendResult
+) -> None:
+    """Add the batch's not-billable counts and its duplicates to today's ``not_billable_counts``."""
+    total = dict(counts)
+    for reason, n in (
+        (NotBillableReason.DUPLICATE_SPAN.value, result.duplicate_spans),
+        (NotBillableReason.DUPLICATE_RESPONSE.value, result.duplicate_responses),
+    ):
+        if n:
+            total[reason] = total.get(reason, 0) + n
+    if total:
+        day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
+        conn.executemany(
+            "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
+            " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
+            [(reason, day, n) for reason, n in total.items() if n],
+        )
 
 
 def _checked_trace_customers(customers: Mapping[str, str]) -> dict[str, str]:
