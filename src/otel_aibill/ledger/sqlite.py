@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
-from itertools import chain
-from operator import attrgetter, itemgetter
+from itertools import chain, compress, repeat
+from operator import add, attrgetter, floordiv, is_not, itemgetter
 from typing import Any
 
 from otel_aibill.ledger import money, rollup
@@ -78,9 +78,12 @@ _USAGE = attrgetter("usage")
 _RESPONSE_ID_OF = attrgetter("response_id")
 _SPAN_OF = attrgetter("start_time_ns", "trace_id", "span_id")
 _RESPONSE_FIELDS = attrgetter("provider", "response_id", "trace_id", "span_id", "start_time_ns")
-_KEY_START = itemgetter(5)  # of a _response_keys tuple
-_KEY_SPAN = itemgetter(5, 3, 4)  # start, trace id, span id
-_KEY_TEXTS = itemgetter(1, 2, 3, 4)
+_KEY_SPAN = itemgetter(5, 3, 4)  # of a _response_keys tuple: start, trace id, span id
+_RESPONSE_KEY = itemgetter(1, 2, 3)  # provider, response id, trace id
+_BUCKET = itemgetter(6)
+_ID_OF_KEY = itemgetter(1)
+_FIELD_START = itemgetter(4)  # of a _RESPONSE_FIELDS tuple
+_FIELD_TEXTS = itemgetter(0, 1, 2, 3)
 _UINT64 = struct.Struct("Q").pack
 _JOIN = "".join  # TypeError unless every item is a str
 _PAGE_SIZE = 16_384  # new databases only; fewer page writes a commit than 4096 (measured ~+8%)
@@ -668,7 +671,7 @@ def _filters(
 
 
 def _stored_responses(
-    conn: sqlite3.Connection, by_key: Mapping[ResponseKey, list[tuple[Any, ...]]]
+    conn: sqlite3.Connection, wanted: set[ResponseKey], responses: list[tuple[Any, ...]]
 ) -> tuple[dict[ResponseKey, list[Original]], set[tuple[int, str, str]]]:
     """Stored billed rows sharing a key with the batch (buckets at most one apart), and the
     span keys of every stored row with one of the batch's response ids.
@@ -676,8 +679,8 @@ def _stored_responses(
     Equality probes on ``usage_response``: the WHERE names both index columns with ``=``/``IN``
     and nothing else about them, or the planner turns the lookup into a scan of whole buckets.
     """
-    buckets = sorted({r[6] + d for same in by_key.values() for r in same for d in (-1, 0, 1)})
-    response_ids = sorted({key[1] for key in by_key})
+    buckets = sorted({b + d for b in set(map(_BUCKET, responses)) for d in (-1, 0, 1)})
+    response_ids = sorted(set(map(_ID_OF_KEY, wanted)))
     stored: dict[ResponseKey, list[Original]] = {}
     stored_spans: set[tuple[int, str, str]] = set()
     for chunk in _chunks(response_ids):
@@ -690,7 +693,7 @@ def _stored_responses(
         for seq, bucket, provider, response_id, trace_id, span_id, start, duplicate_of in rows:
             stored_spans.add((start, trace_id, span_id))
             key = (provider, response_id, trace_id)
-            if duplicate_of is None and key in by_key:
+            if duplicate_of is None and key in wanted:
                 stored.setdefault(key, []).append(Original((0, seq), bucket, span_id))
     return stored, stored_spans
 
@@ -707,31 +710,33 @@ def _first_of_each_span(rows: list[PricedUsage]) -> list[PricedUsage]:
 
 def _response_keys(rows: list[PricedUsage], now: int) -> list[tuple[Any, ...]]:
     """(index, provider, response_id, trace_id, span_id, start, bucket) of each row carrying a
-    response id: what sibling detection needs, before the rows' parameters are built."""
+    response id: what sibling detection needs, before the rows' parameters are built. (In OTLP
+    batches every row has one, so this is C-level calls over the whole batch.)"""
     usages = list(map(_USAGE, rows))
     response_ids = list(map(_RESPONSE_ID_OF, usages))
-    if response_ids.count(None) == len(response_ids):
+    missing = response_ids.count(None)
+    if missing == len(response_ids):
         return []
-    keys = [
-        (i, *_RESPONSE_FIELDS(usages[i]))
-        for i, response_id in enumerate(response_ids)
-        if response_id is not None
-    ]
+    indexes: Iterable[int] = range(len(rows))
+    if missing:
+        mask = list(map(is_not, response_ids, repeat(None)))
+        indexes, usages = list(compress(indexes, mask)), list(compress(usages, mask))
+    fields = list(map(_RESPONSE_FIELDS, usages))
     try:
-        all(map(_UINT64, map(_KEY_START, keys)))
-        buckets = [start // RESPONSE_BUCKET_NS for start in map(_KEY_START, keys)]
-        _JOIN(chain.from_iterable(map(_KEY_TEXTS, keys)))
+        all(map(_UINT64, map(_FIELD_START, fields)))
+        buckets = list(map(floordiv, map(_FIELD_START, fields), repeat(RESPONSE_BUCKET_NS)))
+        _JOIN(chain.from_iterable(map(_FIELD_TEXTS, fields)))
     except (TypeError, struct.error):  # a bad field: let the row's own checks name it
-        for key in keys:
-            to_params(rows[key[0]], now)
-            if type(key[2]) is not str:
-                u = usages[key[0]]
+        for index, f in zip(indexes, fields, strict=True):
+            to_params(rows[index], now)
+            if type(f[1]) is not str:
+                u = rows[index].usage
                 raise InvalidRowError(
                     f"cannot store usage of span {u.trace_id}/{u.span_id}: response_id must be None or"
-                    f" a string, got {key[2]!r}"
+                    f" a string, got {f[1]!r}"
                 ) from None
         raise
-    return [(*key, bucket) for key, bucket in zip(keys, buckets, strict=True)]
+    return list(map(add, zip(indexes), map(add, fields, zip(buckets))))
 
 
 def _sibling_duplicates(
@@ -741,21 +746,20 @@ def _sibling_duplicates(
     same response, else None), the number of rows marked, and how many of those are stored already
     (a stored duplicate being redelivered is a duplicate span, not a new duplicate response).
 
-    Most rows carry a response id no other row has; only keys seen twice (in the batch or stored)
-    go through ``find_duplicates``.
+    Most rows carry a response id no other row has: unless a key is seen twice (in the batch or
+    stored), nothing goes through ``find_duplicates``.
     """
     duplicate_of: list[str | None] = [None] * n
-    by_key: dict[ResponseKey, list[tuple[Any, ...]]] = {}
-    for r in responses:
-        key = (r[1], r[2], r[3])  # provider, response id, trace id
-        same = by_key.get(key)
-        if same is None:
-            by_key[key] = [r]
-        else:
-            same.append(r)
-    if not by_key:
+    if not responses:
         return duplicate_of, 0, 0
-    stored, stored_spans = _stored_responses(conn, by_key)
+    keys = list(map(_RESPONSE_KEY, responses))
+    wanted = set(keys)
+    stored, stored_spans = _stored_responses(conn, wanted, responses)
+    if len(wanted) == len(keys) and not stored:
+        return duplicate_of, 0, 0
+    by_key: dict[ResponseKey, list[tuple[Any, ...]]] = {}
+    for key, r in zip(keys, responses, strict=True):
+        by_key.setdefault(key, []).append(r)
     candidates = [
         Candidate(index=r[0], key=key, bucket=r[6], span_id=r[4])
         for key, same in by_key.items()
