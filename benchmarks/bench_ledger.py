@@ -16,7 +16,8 @@ Variants:
               each), which is what a no-index insert of these rows costs in a program of its own
   base-16k    the same with the ledger's page size (16 KiB), to show what the page size buys alone
   random-key  raw table + UNIQUE (trace_id, span_id): the naive dedupe key, for reference
-  ledger-sql  the ledger's own schema (all its indexes), same raw executemany: the cost of the keys
+  ledger-sql  the ledger's own tables and indexes, its rows as it stores them (the columns with few
+              distinct values as a ``dims`` id), plain executemany: the cost of its storage alone
   ledger      SqliteLedger.append end to end (checks, conversion, sibling lookup, indexes, rollup)
   ledger-mix  same, with 30% of rows pending (no customer) and one trace_customers entry per trace
   ledger-recv shaped like the OTLP receiver's batches: every row carries a response id (unique
@@ -45,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
-from otel_aibill.ledger.rows import INSERT_COLUMNS, to_params
+from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, extend_params, to_params
 from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
@@ -158,6 +159,17 @@ def none_adapter(*, off: bool) -> Iterator[None]:
             sqlite3.adapters[key] = adapter
 
 
+def ledger_rows(ledger: SqliteLedger, rows: list[PricedUsage]) -> list[list[object]]:
+    """The rows as the ledger inserts them (``usage_rows`` parameters, ``dims`` ids resolved)."""
+    with ledger._write() as conn:
+        ids, new = ledger._dim_ids(conn, rows, time.time_ns())
+    ledger._dims.update(new)
+    flat: list[object] = []
+    extend_params(flat, rows, time.time_ns(), ids)
+    width = len(ROW_COLUMNS)
+    return [flat[i : i + width] for i in range(0, len(flat), width)]
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -187,7 +199,10 @@ def main() -> None:
         insert = (
             f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
         )
-        insert_ignore = f"{insert} ON CONFLICT DO NOTHING"
+        insert_ignore = (
+            f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+            " ON CONFLICT DO NOTHING"
+        )
         totals = dict.fromkeys(
             (
                 "baseline",
@@ -219,6 +234,7 @@ def main() -> None:
                 n = min(args.batch, size - sum(map(len, rows_in_block)))
                 rows_in_block.append(make_batch(rng, done + sum(map(len, rows_in_block)), n, step))
             params = [[to_params(r, time.time_ns()) for r in rows] for rows in rows_in_block]
+            ledger_params = [ledger_rows(ledger_sql, rows) for rows in rows_in_block]
             batches = {
                 "ledger": [AppendBatch(rows=rows) for rows in rows_in_block],
                 "ledger-mix": [mixed(rows, rng) for rows in rows_in_block],
@@ -240,7 +256,7 @@ def main() -> None:
                     conn = raws.get(name, ledger_sql._writer)
                     sql = insert_ignore if name == "ledger-sql" else insert
                     with none_adapter(off=name == "base-plain"):
-                        for p in params:
+                        for p in ledger_params if name == "ledger-sql" else params:
                             conn.execute("BEGIN IMMEDIATE")
                             conn.executemany(sql, p)
                             conn.execute("COMMIT")

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
-from itertools import chain
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
-from otel_aibill.ledger.rows import DUPLICATE_OF, extend_params, to_params
+from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, extend_params, to_params
 from otel_aibill.ledger.sqlite import _groups
 from otel_aibill.usage import PricedUsage, PriceStatus
 from test_ledger_support import T0, priced, usage
@@ -143,9 +142,15 @@ def test_group_parameters_equal_row_by_row_conversion(
         else:
             rows.append(priced(record, cost=amount, billed=amount * Decimal("1.25")))
     duplicate_of = [None if i % 3 else f"{i:016x}" for i in range(len(rows))]
+    dim_ids = [i * 7 + 1 for i in range(len(rows))]
     out: list[object] = []
-    extend_params(out, rows, 42, duplicate_of)
-    expected = chain.from_iterable(
-        (*to_params(r, 42)[:DUPLICATE_OF], d) for r, d in zip(rows, duplicate_of, strict=True)
-    )
-    assert out == list(expected)
+    extend_params(out, rows, 42, dim_ids, duplicate_of)
+    expected = []
+    for r, d, dim_id in zip(rows, duplicate_of, dim_ids, strict=True):
+        by_name = {
+            **dict(zip(INSERT_COLUMNS, to_params(r, 42), strict=True)),
+            "duplicate_of": d,
+            "dim_id": dim_id,
+        }
+        expected += [by_name[c] for c in ROW_COLUMNS]
+    assert out == expected

@@ -85,40 +85,57 @@ _UPSERT = (
     f"INSERT INTO usage_daily ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})" + _MERGE
 )
 """Adds one group (a row of ``_groups``) to the rollup."""
-_KEY_SQL = (
-    f"start_time_ns / {DAY_NS}, coalesce(customer, '{PENDING_KEY}'), provider, model, operation, currency"
-)
+_DAY_AND_CUSTOMER = f"start_time_ns / {DAY_NS} AS day, coalesce(customer, '{PENDING_KEY}') AS customer"
+_DIM_KEYS = "dims.provider, dims.model, dims.operation, dims.currency"
+
+
+def _by_dims(inner: str, values: list[str]) -> str:
+    """Group ``inner`` (grouped by day, customer, dim_id; value columns ``v0``...) by ``KEYS``:
+    the rows are sorted by two short keys and an integer, and only the few groups are joined with
+    ``dims`` (several ids can share the keys that matter here)."""
+    return (
+        f"SELECT g.day, g.customer, {_DIM_KEYS}, {', '.join(values)}"
+        f" FROM ({inner}) AS g CROSS JOIN dims ON dims.id = g.dim_id GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+
+
+def _named(values: list[str]) -> str:
+    return ", ".join(f"{v} AS v{i}" for i, v in enumerate(values))
 
 
 def _groups_sql(rows: str, *, sign: int) -> str:
-    """The contribution (sign 1) or its negation (-1) of the billable ``usage`` rows ``rows``, per
-    group: ``_COLUMNS``, with each ``*_extra`` NULL (``_extras_sql`` has those).
+    """The contribution (sign 1) or its negation (-1) of the billable ``usage_rows`` rows
+    ``rows``, per group: ``_COLUMNS``, with each ``*_extra`` NULL (``_extras_sql`` has those).
 
     The amount texts stay out of this query: carrying them through the GROUP BY's sort cost about
     a third of a fold, and only amounts without integer parts (rare) need them."""
     neg = "-" if sign < 0 else ""
-    counts = [
+    inner = [
         "count(*)",
         *(f"sum({c})" for c in COUNTS[1:6]),
         "sum(status = 'unpriced')",
         "sum(customer IS NULL)",
     ]
-    values = [f"{neg}{c}" for c in counts]
     for a in AMOUNTS:
-        values += [f"{neg}coalesce({money.sum_hi(a)}, 0)", f"{neg}coalesce({money.sum_lo(a)}, 0)", "NULL"]
-    return (
-        f"SELECT {_KEY_SQL}, {', '.join(values)} FROM usage NOT INDEXED"
-        f" WHERE {rows} AND duplicate_of IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
+        inner += [money.sum_hi(a), money.sum_lo(a)]
+    outer = [f"{neg}coalesce(sum(v{i}), 0)" for i in range(8)]
+    for i, _ in enumerate(AMOUNTS):
+        outer += [f"{neg}coalesce(sum(v{8 + 2 * i}), 0)", f"{neg}coalesce(sum(v{9 + 2 * i}), 0)", "NULL"]
+    return _by_dims(
+        f"SELECT {_DAY_AND_CUSTOMER}, dim_id, {_named(inner)} FROM usage_rows NOT INDEXED"
+        f" WHERE {rows} AND duplicate_of IS NULL GROUP BY 1, 2, 3",
+        outer,
     )
 
 
 def _extras_sql(rows: str) -> str:
     """Per group of ``rows``, the space-separated texts of the amounts without integer parts."""
     unfit = " OR ".join(f"({a} IS NOT NULL AND {a}_units IS NULL)" for a in AMOUNTS)
-    texts = ", ".join(f"group_concat({money.unfit(a)}, ' ')" for a in AMOUNTS)
-    return (
-        f"SELECT {_KEY_SQL}, {texts} FROM usage NOT INDEXED"
-        f" WHERE {rows} AND duplicate_of IS NULL AND ({unfit}) GROUP BY 1, 2, 3, 4, 5, 6"
+    texts = _named([f"group_concat({money.unfit(a)}, ' ')" for a in AMOUNTS])
+    return _by_dims(
+        f"SELECT {_DAY_AND_CUSTOMER}, dim_id, {texts} FROM usage_rows NOT INDEXED"
+        f" WHERE {rows} AND duplicate_of IS NULL AND ({unfit}) GROUP BY 1, 2, 3",
+        [f"group_concat(v{i}, ' ')" for i in range(len(AMOUNTS))],
     )
 
 
@@ -173,7 +190,7 @@ def folded_seq(conn: sqlite3.Connection) -> int:
 def tail(conn: sqlite3.Connection) -> tuple[int, int]:
     """``(folded_seq, max(seq))``: the tail is the rows in between."""
     start = folded_seq(conn)
-    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM usage").fetchone()[0])
+    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM usage_rows").fetchone()[0])
     return start, last
 
 

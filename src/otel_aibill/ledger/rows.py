@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
-from otel_aibill.ledger.schema import RESPONSE_BUCKET_NS
+from otel_aibill.ledger.schema import DIM_COLUMNS, RESPONSE_BUCKET_NS
 from otel_aibill.usage import TOKEN_FIELDS, PricedUsage, PriceStatus, UsageRecord
 
 INT64_MAX = 2**63 - 1
@@ -52,6 +52,31 @@ INSERT_COLUMNS = (
     "duplicate_of",
 )
 DUPLICATE_OF = INSERT_COLUMNS.index("duplicate_of")
+ROW_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "start_time_ns",
+    "end_time_ns",
+    *TOKEN_FIELDS,
+    "response_id",
+    "customer",
+    "status",
+    "cost",
+    "billed",
+    "markup_rule",
+    "cost_units",
+    "billed_units",
+    "ingested_at_ns",
+    "resp_bucket",
+    "duplicate_of",
+    "dim_id",
+)
+"""What an append inserts into ``usage_rows`` (``INSERT_COLUMNS`` less ``DIM_COLUMNS``, plus the
+row's ``dims`` id), in parameter order."""
+_USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
+DIM_KEY = attrgetter(*(f"usage.{c}" if c in _USAGE_FIELD_NAMES else c for c in DIM_COLUMNS))
+"""The ``DIM_COLUMNS`` values of a ``PricedUsage``: which ``dims`` row it refers to."""
 SELECT_COLUMNS = (
     "seq",
     *INSERT_COLUMNS[: INSERT_COLUMNS.index("cost_units")],
@@ -84,9 +109,15 @@ _START = INSERT_COLUMNS.index("start_time_ns")
 _UNITS = money.units
 _NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
 _USAGE = attrgetter("usage")
-_AMOUNTS = attrgetter("status", "cost", "billed")
-_REST = attrgetter("currency", "price_version", "price_key", "markup_rule", "unpriced_reason")
-_CUSTOMERS = itemgetter(_CUSTOMER)
+_ROW_USAGE = attrgetter(*ROW_COLUMNS[: ROW_COLUMNS.index("status")])
+_ROW_IDS = itemgetter(0, 1)  # trace_id, span_id
+_ROW_INTS = itemgetter(3, 4, *range(5, 5 + len(TOKEN_FIELDS)))  # start, end, tokens
+_ROW_CUSTOMER = itemgetter(ROW_COLUMNS.index("customer"))
+_ROW_RESPONSE_ID = ROW_COLUMNS.index("response_id")
+_ROW_OF_PARAMS = itemgetter(  # to_params order -> ROW_COLUMNS order, up to duplicate_of
+    *(INSERT_COLUMNS.index(c) for c in ROW_COLUMNS[: ROW_COLUMNS.index("duplicate_of")])
+)
+_AMOUNTS = attrgetter("status", "cost", "billed", "markup_rule")
 _PRICED = PriceStatus.PRICED
 
 
@@ -130,42 +161,70 @@ def extend_params(
     out: list[Any],
     rows: Sequence[PricedUsage],
     ingested_at_ns: int,
+    dim_ids: Sequence[int],
     duplicate_of: Iterable[str | None] | None = None,
 ) -> None:
-    """Add the parameters of ``rows`` to ``out``, row after row: the flat parameter list of a
-    multi-row ``VALUES`` statement. Same values and checks as ``to_params`` for every row.
+    """Add the ``ROW_COLUMNS`` parameters of ``rows`` to ``out``, row after row: the flat parameter
+    list of a multi-row ``VALUES`` statement. Same values and checks as ``to_params`` for every
+    row, except the ``DIM_COLUMNS``: the caller has checked those when it found their ``dims`` id.
 
     Appends run this for every row, so the checks are made over the whole group of rows at once
     (C-level calls over all their texts and integers) and the common row, priced with ``Decimal``
     amounts, is converted inline; any other row goes through ``to_params``. Integers of 2^63 and
     more pass here and are refused by SQLite when bound (``diagnose`` names them).
     """
-    fields = list(map(_USAGE_FIELDS, map(_USAGE, rows)))
-    texts = list(chain.from_iterable(map(_REQUIRED_TEXTS, fields)))
+    fields = list(map(_ROW_USAGE, map(_USAGE, rows)))
+    texts = list(chain.from_iterable(map(_ROW_IDS, fields)))
     try:
         _JOIN(texts)
-        all(starmap(_NON_NEGATIVE, map(_INTS, fields)))
+        all(starmap(_NON_NEGATIVE, map(_ROW_INTS, fields)))
     except (TypeError, struct.error):
         _refuse(rows, ingested_at_ns)
-    if "" in texts or "" in map(_CUSTOMERS, fields):
+    if "" in texts or "" in map(_ROW_CUSTOMER, fields):
         _refuse(rows, ingested_at_ns)
     add = out.extend
     units = _UNITS
-    for f, priced, duplicate in zip(fields, rows, duplicate_of or repeat(None), strict=False):
-        status, cost, billed = _AMOUNTS(priced)
+    duplicates = duplicate_of or repeat(None)
+    for f, priced, duplicate, dim_id in zip(fields, rows, duplicates, dim_ids, strict=False):
+        status, cost, billed, markup_rule = _AMOUNTS(priced)
         if status is _PRICED and type(cost) is Decimal and type(billed) is Decimal:
             cost_text = str(cost)
             billed_text = str(billed)
             if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
                 raise _fail(priced.usage, _bad_amounts(priced))
+            bucket = None if f[_ROW_RESPONSE_ID] is None else f[3] // RESPONSE_BUCKET_NS
             add(f)
-            add(("priced", cost_text, billed_text))
-            add(_REST(priced))
-            bucket = None if f[_RESPONSE_ID] is None else f[_START] // RESPONSE_BUCKET_NS
-            add((units(cost_text), units(billed_text), ingested_at_ns, bucket, duplicate))
+            add(("priced", cost_text, billed_text, markup_rule, units(cost_text), units(billed_text)))
+            add((ingested_at_ns, bucket, duplicate, dim_id))
         else:
-            add(to_params(priced, ingested_at_ns)[:DUPLICATE_OF])
-            out.append(duplicate)
+            add(_ROW_OF_PARAMS(to_params(priced, ingested_at_ns)))
+            add((duplicate, dim_id))
+
+
+def check_dims(priced: PricedUsage, key: tuple[Any, ...], ingested_at_ns: int) -> None:
+    """Refuse a row whose provider, model or operation (``DIM_KEY`` values) ``to_params`` refuses,
+    before a ``dims`` row is made of them."""
+    if any(type(value) is not str or not value for value in key[:3]):
+        to_params(priced, ingested_at_ns)
+        raise AssertionError("a bad provider, model or operation passed to_params")
+
+
+def refuse_unhashable(rows: Sequence[PricedUsage], ingested_at_ns: int) -> NoReturn:
+    """Raise the ``InvalidRowError`` of the first row with a ``DIM_COLUMNS`` value that is not a
+    plain value (a list, a dict...)."""
+    for priced in rows:
+        key = DIM_KEY(priced)
+        try:
+            hash(key)
+        except TypeError:
+            to_params(priced, ingested_at_ns)
+            bad = next(c for c, v in zip(DIM_COLUMNS, key, strict=True) if v.__hash__ is None)
+            raise _fail(priced.usage, f"{bad} must be a string, got {getattr_dim(priced, bad)!r}") from None
+    raise AssertionError("no row has an unhashable value")
+
+
+def getattr_dim(priced: PricedUsage, column: str) -> Any:
+    return getattr(priced.usage if column in _USAGE_FIELD_NAMES else priced, column)
 
 
 def _refuse(rows: Sequence[PricedUsage], ingested_at_ns: int) -> NoReturn:

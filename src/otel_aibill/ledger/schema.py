@@ -153,6 +153,79 @@ _V5_REBUILD = (
     "ALTER TABLE rollup_state ADD COLUMN tail_changes INTEGER NOT NULL DEFAULT 0",
 )
 
+DIM_COLUMNS = (
+    "provider",
+    "model",
+    "operation",
+    "request_model",
+    "response_model",
+    "service_tier",
+    "server_address",
+    "scope_name",
+    "convention",
+    "currency",
+    "price_version",
+    "price_key",
+    "unpriced_reason",
+)
+"""The columns that take few distinct values; ``dims`` holds each combination once (version 6)."""
+
+_V6_ROW_COLUMNS = (
+    "seq, trace_id, span_id, parent_span_id, start_time_ns, end_time_ns,"
+    " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_5m_tokens,"
+    " cache_write_1h_tokens, reasoning_tokens, input_audio_tokens, output_audio_tokens, response_id,"
+    " customer, status, cost, billed, markup_rule, cost_units, billed_units, ingested_at_ns,"
+    " resp_bucket, duplicate_of, export_batch"
+)
+_V6 = (
+    "CREATE TABLE dims (id INTEGER PRIMARY KEY, provider TEXT NOT NULL, model TEXT NOT NULL,"
+    " operation TEXT NOT NULL, request_model TEXT, response_model TEXT, service_tier TEXT,"
+    " server_address TEXT, scope_name TEXT NOT NULL, convention TEXT NOT NULL, currency TEXT NOT NULL,"
+    " price_version TEXT, price_key TEXT, unpriced_reason TEXT NOT NULL)",
+    f"CREATE INDEX dims_values ON dims ({', '.join(DIM_COLUMNS)})",
+    f"INSERT INTO dims ({', '.join(DIM_COLUMNS)}) SELECT DISTINCT {', '.join(DIM_COLUMNS)} FROM usage",
+    """CREATE TABLE usage_rows (
+    seq INTEGER PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    start_time_ns INTEGER NOT NULL,
+    end_time_ns INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    input_audio_tokens INTEGER NOT NULL,
+    output_audio_tokens INTEGER NOT NULL,
+    response_id TEXT,
+    customer TEXT,
+    status TEXT NOT NULL CHECK (status IN ('priced', 'unpriced')),
+    cost TEXT,
+    billed TEXT,
+    markup_rule TEXT,
+    cost_units INTEGER,
+    billed_units INTEGER,
+    ingested_at_ns INTEGER NOT NULL,
+    resp_bucket INTEGER,
+    duplicate_of TEXT,
+    export_batch TEXT,
+    dim_id INTEGER NOT NULL REFERENCES dims (id)
+)""",
+    f"INSERT INTO usage_rows ({_V6_ROW_COLUMNS}, dim_id)"
+    f" SELECT {', '.join(f'u.{c.strip()}' for c in _V6_ROW_COLUMNS.split(','))}, d.id"
+    " FROM usage u CROSS JOIN dims d INDEXED BY dims_values ON "
+    + " AND ".join(f"d.{c} IS u.{c}" for c in DIM_COLUMNS)
+    + " ORDER BY u.seq",
+    "DROP TABLE usage",
+    *(ix.replace(" ON usage (", " ON usage_rows (") for ix in (*_V1_INDEXES, *_V3_INDEXES)),
+    "CREATE VIEW usage AS SELECT usage_rows.*, "
+    + ", ".join(f"dims.{c}" for c in DIM_COLUMNS)
+    + " FROM usage_rows CROSS JOIN dims ON dims.id = usage_rows.dim_id",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -187,7 +260,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         5,
         "one integer per amount instead of two; rollup sums in integers; fold snapshot check",
-        _V5_REBUILD,
-        backfill=rollup.fold,
+        _V5_REBUILD,  # the rollup starts empty; version 6 folds every row into it
+    ),
+    Migration(
+        6,
+        "columns with few distinct values moved to dims; usage is a view of usage_rows and dims",
+        _V6,
+        backfill=rollup.fold,  # the rollup is kept as it is; this folds its tail
     ),
 )

@@ -35,16 +35,19 @@ from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_dup
 from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
-    INSERT_COLUMNS,
+    DIM_KEY,
+    ROW_COLUMNS,
     SELECT_COLUMNS,
     InvalidRowError,
+    check_dims,
     datetime_to_ns,
     diagnose,
     extend_params,
     from_row,
+    refuse_unhashable,
     to_params,
 )
-from otel_aibill.ledger.schema import MIGRATIONS, RESPONSE_BUCKET_NS
+from otel_aibill.ledger.schema import DIM_COLUMNS, MIGRATIONS, RESPONSE_BUCKET_NS
 from otel_aibill.ledger.stepper import Running, Stepper
 from otel_aibill.ledger.summary import DAY_NS, PENDING_CUSTOMER, Part, SummaryBuilder, group_expressions, plan
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
@@ -61,10 +64,24 @@ _NO_ADAPTERS: dict[None, None] = {}
 sqlite3.register_adapter(type(None), _NO_ADAPTERS.get)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
 _INSERT = (
-    f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+    f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
     " ON CONFLICT DO NOTHING"
 )
-_SELECT = f"SELECT {', '.join(SELECT_COLUMNS)} FROM usage"
+_DIMS = "CROSS JOIN dims ON dims.id = usage_rows.dim_id"
+"""``usage_rows`` with their ``dims`` columns (what the ``usage`` view shows); CROSS JOIN keeps
+``usage_rows`` the outer loop, so its indexes (and INDEXED BY hints) drive every query."""
+
+
+def _select(hint: str = "") -> str:
+    """SELECT of ``SELECT_COLUMNS`` rows, with an optional index hint on ``usage_rows``."""
+    return f"SELECT {', '.join(SELECT_COLUMNS)} FROM usage_rows {hint} {_DIMS}"
+
+
+_SELECT = _select()
+_FIND_DIM = (
+    f"SELECT id FROM dims INDEXED BY dims_values WHERE {' AND '.join(f'{c} IS ?' for c in DIM_COLUMNS)}"
+)
+_ADD_DIM = f"INSERT INTO dims ({', '.join(DIM_COLUMNS)}) VALUES ({', '.join('?' * len(DIM_COLUMNS))})"
 _BILLABLE = "duplicate_of IS NULL"
 _EXPORTABLE = (
     "export_batch IS NULL AND customer IS NOT NULL AND billed IS NOT NULL"
@@ -158,7 +175,8 @@ class SqliteLedger:
         )
         self._stepper = None if self.options.in_memory else Stepper()
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._group = max(_SMALLEST_GROUP, min(_GROUP, limit // len(INSERT_COLUMNS)))
+        self._group = max(_SMALLEST_GROUP, min(_GROUP, limit // len(ROW_COLUMNS)))
+        self._dims: dict[tuple[Any, ...], int] = {}  # DIM_KEY values -> dims.id (ids never change)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -264,7 +282,7 @@ class SqliteLedger:
             try:
                 unique = _first_of_each_span(rows)
             except TypeError:  # an unhashable id: the row's checks name it
-                extend_params([], rows, now)
+                extend_params([], rows, now, [0] * len(rows))
                 raise
             repeated, rows = len(rows) - len(unique), unique
             responses = _response_keys(rows, now)
@@ -277,7 +295,8 @@ class SqliteLedger:
             with self._write() as conn:
                 duplicate_of, marked, already = _sibling_duplicates(conn, responses, len(rows))
                 try:
-                    changed = self._insert(conn, rows, now, duplicate_of)
+                    dim_ids, new_dims = self._dim_ids(conn, rows, now)
+                    changed = self._insert(conn, rows, now, dim_ids, duplicate_of)
                 except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
                     raise diagnose(rows, exc) from exc
                 result = AppendResult(
@@ -291,6 +310,7 @@ class SqliteLedger:
         finally:
             if taken and self._folder is not None:
                 self._folder.taken_done()
+        self._dims.update(new_dims)  # committed: from now on these ids exist
         if fold_due and self._folder is not None:
             self._folder.request()
         return result
@@ -305,12 +325,44 @@ class SqliteLedger:
             return False
         start, last = rollup.tail(conn)
         due = last - start >= rollup.FOLD_EVERY
-        if due and self._folder is None:
+        if due and (self._folder is None or last - start >= _FOLD_BEHIND * rollup.FOLD_EVERY):
+            # no worker, or one starved of CPU (it runs at the lowest priority): fold here, so
+            # the tail that summaries read stays short under any load
             rollup.fold_quietly(conn, at_least=rollup.FOLD_EVERY)
         return due
 
+    def _dim_ids(
+        self, conn: sqlite3.Connection, rows: list[PricedUsage], now: int
+    ) -> tuple[list[int], dict[tuple[Any, ...], int]]:
+        """The ``dims`` id of each row, and the combinations this transaction added (they join the
+        cache only once it has committed). Known combinations cost one dict lookup a row."""
+        keys = list(map(DIM_KEY, rows))
+        try:
+            found = list(map(self._dims.get, keys))
+        except TypeError:  # an unhashable value
+            refuse_unhashable(rows, now)
+        new: dict[tuple[Any, ...], int] = {}
+        if None not in found:
+            return found, new  # type: ignore[return-value]
+        ids: list[int] = []
+        for row, key, known in zip(rows, keys, found, strict=True):
+            if known is None:
+                known = new.get(key)
+                if known is None:
+                    check_dims(row, key, now)
+                    stored = conn.execute(_FIND_DIM, key).fetchone()
+                    known = stored[0] if stored else conn.execute(_ADD_DIM, key).lastrowid
+                    new[key] = known = int(known or 0)
+            ids.append(known)
+        return ids, new
+
     def _insert(
-        self, conn: sqlite3.Connection, rows: list[PricedUsage], now: int, duplicate_of: list[str | None]
+        self,
+        conn: sqlite3.Connection,
+        rows: list[PricedUsage],
+        now: int,
+        dim_ids: list[int],
+        duplicate_of: list[str | None],
     ) -> int:
         """Insert ``rows`` with multi-row statements (``_insert_sql``); returns the rows stored.
 
@@ -325,12 +377,13 @@ class SqliteLedger:
         try:
             for first, count in _groups(len(rows), self._group):
                 params: list[Any] = []
-                extend_params(params, rows[first : first + count], now, duplicate_of[first : first + count])
+                end = first + count
+                extend_params(params, rows[first:end], now, dim_ids[first:end], duplicate_of[first:end])
                 if running is not None:
                     changed += running.result()
                     running = None
                 if count < _SMALLEST_GROUP:  # a few rows left: one statement each
-                    width = len(INSERT_COLUMNS)
+                    width = len(ROW_COLUMNS)
                     changed += conn.executemany(
                         _INSERT, [params[i : i + width] for i in range(0, len(params), width)]
                     ).rowcount
@@ -392,7 +445,7 @@ class SqliteLedger:
                     moved += (
                         seq
                         for (seq,) in conn.execute(
-                            f"SELECT seq FROM usage INDEXED BY usage_pending_trace WHERE {_ATTRIBUTABLE}"
+                            f"SELECT seq FROM usage_rows INDEXED BY usage_pending_trace WHERE {_ATTRIBUTABLE}"
                             " AND seq <= ?",
                             (*p[4:], folded),
                         )
@@ -401,7 +454,7 @@ class SqliteLedger:
             if moved:
                 rollup.unfold_rows(conn, seqs)
             changed: int = conn.executemany(
-                "UPDATE usage SET customer = ?, billed = ?, billed_units = ?, markup_rule = ?"
+                "UPDATE usage_rows SET customer = ?, billed = ?, billed_units = ?, markup_rule = ?"
                 f" WHERE {_ATTRIBUTABLE}",
                 params,
             ).rowcount
@@ -436,7 +489,7 @@ class SqliteLedger:
             ok: set[int] = set()
             for chunk in _chunks(wanted):
                 rows = conn.execute(
-                    f"SELECT seq FROM usage WHERE seq IN ({_marks(len(chunk))})"
+                    f"SELECT seq FROM usage_rows WHERE seq IN ({_marks(len(chunk))})"
                     f" AND (export_batch = ? OR ({_EXPORTABLE}))",
                     [*chunk, batch_id],
                 )
@@ -449,7 +502,7 @@ class SqliteLedger:
                 )
             for chunk in _chunks(wanted):
                 conn.execute(
-                    f"UPDATE usage SET export_batch = ? WHERE seq IN ({_marks(len(chunk))})"
+                    f"UPDATE usage_rows SET export_batch = ? WHERE seq IN ({_marks(len(chunk))})"
                     " AND export_batch IS NULL",
                     [batch_id, *chunk],
                 )
@@ -491,7 +544,7 @@ class SqliteLedger:
                 rows = []
                 for chunk in _chunks(list(dict.fromkeys(trace_ids))):
                     rows += conn.execute(
-                        f"{_SELECT} INDEXED BY usage_pending_trace WHERE {where}"
+                        f"{_select('INDEXED BY usage_pending_trace')} WHERE {where}"
                         f" AND trace_id IN ({_marks(len(chunk))}) ORDER BY seq LIMIT ?",
                         [*args, *chunk, limit],
                     ).fetchall()
@@ -553,9 +606,9 @@ class SqliteLedger:
         """Aggregate ``usage`` rows in ``[since, until)`` (only those above ``after_seq`` if set)."""
         groups = group_expressions(query.by)
         where, args = _filters(customer=query.customer, since=None, until=None)
-        table = "usage"
-        if after_seq is not None:
-            table = "usage NOT INDEXED"  # the tail is a rowid range; never scan the time index
+        table = f"usage_rows {_DIMS}"
+        if after_seq is not None:  # the tail is a rowid range; never scan the time index
+            table = f"usage_rows NOT INDEXED {_DIMS}"
             where += " AND seq > ?"
             args.append(after_seq)
         if since is not None:
@@ -632,7 +685,7 @@ class SqliteLedger:
     def exportable(self, limit: int = 10_000) -> list[LedgerRow]:
         with self._read() as conn:
             rows = conn.execute(
-                f"{_SELECT} INDEXED BY usage_exportable WHERE {_EXPORTABLE} ORDER BY seq LIMIT ?", (limit,)
+                f"{_select('INDEXED BY usage_exportable')} WHERE {_EXPORTABLE} ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
         return [from_row(r) for r in rows]
 
@@ -686,7 +739,7 @@ def _stored_responses(
     for chunk in _chunks(response_ids):
         rows = conn.execute(
             "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id, start_time_ns,"
-            " duplicate_of FROM usage INDEXED BY usage_response"
+            f" duplicate_of FROM usage_rows INDEXED BY usage_response {_DIMS}"
             f" WHERE resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
             [*buckets, *chunk],
         )
@@ -778,6 +831,7 @@ def _sibling_duplicates(
     return duplicate_of, len(duplicates), already
 
 
+_FOLD_BEHIND = 4  # tails this many times FOLD_EVERY are folded by the append itself
 _GROUP = 256  # rows per insert statement (fewer if SQLite allows fewer parameters)
 _SMALLEST_GROUP = 8  # fewer rows go one statement each, not through a statement of their own
 
@@ -798,9 +852,9 @@ def _groups(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 @lru_cache(maxsize=32)
 def _insert_sql(rows: int) -> str:
-    values = f"({', '.join('?' * len(INSERT_COLUMNS))})"
+    values = f"({', '.join('?' * len(ROW_COLUMNS))})"
     return (
-        f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([values] * rows)}"
+        f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([values] * rows)}"
         " ON CONFLICT DO NOTHING"
     )
 
