@@ -161,8 +161,9 @@ def none_adapter(*, off: bool) -> Iterator[None]:
 
 def ledger_rows(ledger: SqliteLedger, rows: list[PricedUsage]) -> list[list[object]]:
     """The rows as the ledger inserts them (``usage_rows`` parameters, ``dims`` ids resolved)."""
+    new: dict[tuple[object, ...], int] = {}
     with ledger._write() as conn:
-        ids, new = ledger._dim_ids(conn, rows, time.time_ns())
+        ids = ledger._dim_ids(conn, rows, time.time_ns(), new)
     ledger._dims.update(new)
     flat: list[object] = []
     extend_params(flat, rows, time.time_ns(), ids)

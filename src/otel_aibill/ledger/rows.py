@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, repeat, starmap
-from operator import attrgetter, itemgetter
+from operator import add, attrgetter, itemgetter
 from typing import Any, NoReturn
 
 from otel_aibill.ledger import money
@@ -77,6 +77,16 @@ row's ``dims`` id), in parameter order."""
 _USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
 DIM_KEY = attrgetter(*(f"usage.{c}" if c in _USAGE_FIELD_NAMES else c for c in DIM_COLUMNS))
 """The ``DIM_COLUMNS`` values of a ``PricedUsage``: which ``dims`` row it refers to."""
+_DIM_USAGE = attrgetter(*(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES))
+_DIM_PRICED = attrgetter(*(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES))
+assert (*_DIM_USAGE.__reduce__()[1], *_DIM_PRICED.__reduce__()[1]) == DIM_COLUMNS  # usage's first
+
+
+def dim_keys(rows: Sequence[PricedUsage]) -> list[tuple[Any, ...]]:
+    """``DIM_KEY`` of every row, with C-level calls only (about a fifth cheaper than ``DIM_KEY``)."""
+    return list(map(add, map(_DIM_USAGE, map(attrgetter("usage"), rows)), map(_DIM_PRICED, rows)))
+
+
 SELECT_COLUMNS = (
     "seq",
     *INSERT_COLUMNS[: INSERT_COLUMNS.index("cost_units")],

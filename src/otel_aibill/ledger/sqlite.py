@@ -13,7 +13,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -35,13 +35,13 @@ from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_dup
 from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
-    DIM_KEY,
     ROW_COLUMNS,
     SELECT_COLUMNS,
     InvalidRowError,
     check_dims,
     datetime_to_ns,
     diagnose,
+    dim_keys,
     extend_params,
     from_row,
     refuse_unhashable,
@@ -295,8 +295,7 @@ class SqliteLedger:
             with self._write() as conn:
                 duplicate_of, marked, already = _sibling_duplicates(conn, responses, len(rows))
                 try:
-                    dim_ids, new_dims = self._dim_ids(conn, rows, now)
-                    changed = self._insert(conn, rows, now, dim_ids, duplicate_of)
+                    changed, new_dims = self._insert(conn, rows, now, duplicate_of)
                 except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
                     raise diagnose(rows, exc) from exc
                 result = AppendResult(
@@ -332,18 +331,24 @@ class SqliteLedger:
         return due
 
     def _dim_ids(
-        self, conn: sqlite3.Connection, rows: list[PricedUsage], now: int
-    ) -> tuple[list[int], dict[tuple[Any, ...], int]]:
-        """The ``dims`` id of each row, and the combinations this transaction added (they join the
-        cache only once it has committed). Known combinations cost one dict lookup a row."""
-        keys = list(map(DIM_KEY, rows))
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[PricedUsage],
+        now: int,
+        new: dict[tuple[Any, ...], int],
+        before_lookup: Callable[[], None] = lambda: None,
+    ) -> list[int]:
+        """The ``dims`` id of each row. Known combinations cost a dict lookup a row; others are
+        found or added in ``conn`` (after ``before_lookup``, which frees the connection) and
+        noted in ``new``: they join the cache only once the transaction has committed."""
+        keys = dim_keys(rows)
         try:
             found = list(map(self._dims.get, keys))
         except TypeError:  # an unhashable value
             refuse_unhashable(rows, now)
-        new: dict[tuple[Any, ...], int] = {}
         if None not in found:
-            return found, new  # type: ignore[return-value]
+            return found  # type: ignore[return-value]
+        before_lookup()
         ids: list[int] = []
         for row, key, known in zip(rows, keys, found, strict=True):
             if known is None:
@@ -354,17 +359,13 @@ class SqliteLedger:
                     known = stored[0] if stored else conn.execute(_ADD_DIM, key).lastrowid
                     new[key] = known = int(known or 0)
             ids.append(known)
-        return ids, new
+        return ids
 
     def _insert(
-        self,
-        conn: sqlite3.Connection,
-        rows: list[PricedUsage],
-        now: int,
-        dim_ids: list[int],
-        duplicate_of: list[str | None],
-    ) -> int:
-        """Insert ``rows`` with multi-row statements (``_insert_sql``); returns the rows stored.
+        self, conn: sqlite3.Connection, rows: list[PricedUsage], now: int, duplicate_of: list[str | None]
+    ) -> tuple[int, dict[tuple[Any, ...], int]]:
+        """Insert ``rows`` with multi-row statements (``_insert_sql``); returns the rows stored and
+        the ``dims`` combinations added (``_dim_ids``).
 
         A statement per group of rows opens the table's and indexes' cursors once per group
         instead of once per row, which makes the indexed insert about a quarter cheaper. With
@@ -372,33 +373,37 @@ class SqliteLedger:
         SQLite inserts the previous group (``stepper.py``).
         """
         changed = 0
-        running: Running | None = None
+        new_dims: dict[tuple[Any, ...], int] = {}
+        running: list[Running] = []  # the statement the stepper is running, if any
         stepper = self._stepper if len(rows) >= 2 * self._group else None
+
+        def finish() -> None:
+            nonlocal changed
+            if running:
+                changed += running.pop().result()
+
         try:
             for first, count in _groups(len(rows), self._group):
-                params: list[Any] = []
                 end = first + count
-                extend_params(params, rows[first:end], now, dim_ids[first:end], duplicate_of[first:end])
-                if running is not None:
-                    changed += running.result()
-                    running = None
+                ids = self._dim_ids(conn, rows[first:end], now, new_dims, before_lookup=finish)
+                params: list[Any] = []
+                extend_params(params, rows[first:end], now, ids, duplicate_of[first:end])
+                finish()
                 if count < _SMALLEST_GROUP:  # a few rows left: one statement each
                     width = len(ROW_COLUMNS)
                     changed += conn.executemany(
                         _INSERT, [params[i : i + width] for i in range(0, len(params), width)]
                     ).rowcount
                 elif stepper is not None:
-                    running = stepper.start(conn, _insert_sql(count), params)
+                    running.append(stepper.start(conn, _insert_sql(count), params))
                 else:
                     changed += conn.execute(_insert_sql(count), params).rowcount
-            if running is not None:
-                changed += running.result()
-                running = None
+            finish()
         finally:
-            if running is not None:  # stopped by an error here: let the statement end first
+            if running:  # stopped by an error here: let the statement end first
                 with suppress(BaseException):  # the error that stopped us is the one to raise
-                    running.result()
-        return changed
+                    running.pop().result()
+        return changed, new_dims
 
     @staticmethod
     def _add_trace_customers(
