@@ -13,12 +13,15 @@ Sums are exact and, in the common case, pure SQL: each amount is summed as integ
 (``money.py``: ``hi`` micro-units and ``lo`` 10^-15 units, carried into ``hi`` on every merge so
 ``lo`` stays small) plus ``*_extra``, the exact sum (TEXT) of the amounts that have no integer
 parts, which is NULL unless there are some; only those are added in Python. A fold's groups come
-back as rows and go into the rollup with one upsert statement run over all of them (extracting
-them from a JSON text in SQL instead cost twice as much, under the write lock).
+back as one JSON text (one result row: the worker thread that computes it runs at the lowest
+priority and should hold the GIL as rarely as possible), and the writer turns them into rows for
+one upsert statement (extracting them from the JSON in SQL instead cost twice as much, under the
+write lock).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from dataclasses import dataclass
@@ -93,10 +96,20 @@ def _by_dims(inner: str, values: list[str]) -> str:
     """Group ``inner`` (grouped by day, customer, dim_id; value columns ``v0``...) by ``KEYS``:
     the rows are sorted by two short keys and an integer, and only the few groups are joined with
     ``dims`` (several ids can share the keys that matter here)."""
+    columns = [*_DIM_KEYS.split(", "), *values]
+    named = ", ".join(f"{c} AS c{i + 2}" for i, c in enumerate(columns))
     return (
-        f"SELECT g.day, g.customer, {_DIM_KEYS}, {', '.join(values)}"
+        f"SELECT g.day AS c0, g.customer AS c1, {named}"
         f" FROM ({inner}) AS g CROSS JOIN dims ON dims.id = g.dim_id GROUP BY 1, 2, 3, 4, 5, 6"
     )
+
+
+def _packed(select: str, width: int) -> str:
+    """``select`` (columns ``c0``...) as one JSON array of arrays: a single result row, so a fold
+    on the worker thread takes the GIL a few times instead of once per group (that thread runs at
+    the lowest priority, and a preempted thread holding the GIL would stall the appends)."""
+    names = ", ".join(f"c{i}" for i in range(width))
+    return f"SELECT CASE WHEN count(*) THEN json_group_array(json_array({names})) END FROM ({select})"
 
 
 def _named(values: list[str]) -> str:
@@ -145,22 +158,32 @@ _EXTRAS = tuple(_COLUMNS.index(f"{a}_extra") for a in AMOUNTS)
 Group = tuple[object, ...]
 
 
-def _groups(conn: sqlite3.Connection, rows: str, args: tuple[object, ...], *, sign: int) -> list[Group]:
-    """The ``_UPSERT`` rows of ``rows``: SQL's groups, with their extras texts summed exactly."""
-    groups = conn.execute(_groups_sql(rows, sign=sign), args).fetchall()
-    extras = conn.execute(_extras_sql(rows), args).fetchall()
-    if not extras:
-        return groups
-    by_key = {tuple(g[: len(KEYS)]): list(g) for g in groups}
-    for key_and_texts in extras:
-        group = by_key[tuple(key_and_texts[: len(KEYS)])]
-        for i, texts in zip(_EXTRAS, key_and_texts[len(KEYS) :], strict=True):
-            group[i] = _exact_sum(texts, sign)
-    return [tuple(g) for g in by_key.values()]
+Packed = tuple[str | None, str | None, int]
+"""A fold's groups as SQL returned them: the groups' JSON, the extras' JSON (or None), the sign."""
 
 
-def _apply(conn: sqlite3.Connection, groups: list[Group]) -> None:
-    conn.executemany(_UPSERT, groups)
+def _groups(conn: sqlite3.Connection, rows: str, args: tuple[object, ...], *, sign: int) -> Packed:
+    """The groups of rows ``rows``, packed (``_unpack`` turns them into ``_UPSERT`` rows)."""
+    (groups,) = conn.execute(_packed(_groups_sql(rows, sign=sign), len(_COLUMNS)), args).fetchone()
+    (extras,) = conn.execute(_packed(_extras_sql(rows), len(KEYS) + len(AMOUNTS)), args).fetchone()
+    return groups, extras, sign
+
+
+def _unpack(packed: Packed) -> list[Group]:
+    """``_UPSERT`` rows of packed groups, with their extras texts summed exactly."""
+    groups_json, extras_json, sign = packed
+    groups: list[list[object]] = json.loads(groups_json) if groups_json else []
+    if extras_json:
+        by_key = {tuple(g[: len(KEYS)]): g for g in groups}
+        for key_and_texts in json.loads(extras_json):
+            group = by_key[tuple(key_and_texts[: len(KEYS)])]
+            for i, texts in zip(_EXTRAS, key_and_texts[len(KEYS) :], strict=True):
+                group[i] = _exact_sum(texts, sign)
+    return [tuple(g) for g in groups]
+
+
+def _apply(conn: sqlite3.Connection, packed: Packed) -> None:
+    conn.executemany(_UPSERT, _unpack(packed))
 
 
 def _exact_sum(texts: str | None, sign: int) -> str | None:
@@ -203,7 +226,7 @@ class Fold:
     start: int
     last: int
     tail_changes: int
-    groups: tuple[list[Group], ...]  # _UPSERT rows, one list per chunk of the tail
+    groups: tuple[Packed, ...]  # one per chunk of the tail
 
 
 def compute_fold(conn: sqlite3.Connection, *, at_least: int) -> Fold | None:

@@ -2,7 +2,13 @@
 
 Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 
-* ``usage`` is clustered on ``seq`` (the rowid: insertion order, so appends touch the right edge).
+* Since version 6 the rows are in ``usage_rows`` and the columns with few distinct values
+  (``DIM_COLUMNS``) once per combination in ``dims``; ``usage`` is a view joining them, with the
+  columns ``usage`` had before. A row is 26 values instead of 38 (about 40% fewer bytes), which
+  makes both binding and inserting it cheaper, and the rollup fold sorts by an integer. The
+  indexes below are on ``usage_rows``.
+* ``usage_rows`` is clustered on ``seq`` (the rowid: insertion order, so appends touch the right
+  edge).
 * Redelivery dedupe is a unique index on ``(start_time_ns, trace_id, span_id)``. A span's start
   time never changes, so a redelivered span has the same key; leading with time keeps inserts at
   the right edge of the index (a unique index on the random ids alone costs ~4x the append rate).
