@@ -623,29 +623,33 @@ class SqliteLedger:
             where += " AND start_time_ns < ?"
             args.append(until)
         keys = ", ".join([*groups, "currency"])
-        counts = (
-            "count(*), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),"
-            " sum(cache_write_tokens),"
-            " sum(reasoning_tokens), sum(status = 'unpriced'), sum(customer IS NULL)"
-        )
+        counts = [
+            "count(*)",
+            "sum(input_tokens)",
+            "sum(output_tokens)",
+            "sum(cache_read_tokens)",
+            "sum(cache_write_tokens)",
+            "sum(reasoning_tokens)",
+            "sum(status = 'unpriced')",
+            "sum(customer IS NULL)",
+        ]
         priced = "status = 'priced'"
-        parts = ", ".join(f(col, priced) for col in ("cost", "billed") for f in (money.sum_hi, money.sum_lo))
+        parts = [f(col, priced) for col in ("cost", "billed") for f in (money.sum_hi, money.sum_lo)]
         inexact = (
             f"{priced} AND ((cost IS NOT NULL AND cost_units IS NULL)"
             " OR (billed IS NOT NULL AND billed_units IS NULL))"
         )
+        rows_table = table.removesuffix(f" {_DIMS}")
         money_in_sql = True
         try:
             aggregate = conn.execute(
-                f"SELECT {keys}, {counts}, {parts} FROM {table} WHERE {where} GROUP BY {keys}", args
+                _by_dims_then_keys(query.by, rows_table, where, [*counts, *parts]), args
             ).fetchall()
         except sqlite3.OperationalError as exc:
             if "overflow" not in str(exc):
                 raise
             money_in_sql = False
-            aggregate = conn.execute(
-                f"SELECT {keys}, {counts} FROM {table} WHERE {where} GROUP BY {keys}", args
-            ).fetchall()
+            aggregate = conn.execute(_by_dims_then_keys(query.by, rows_table, where, counts), args).fetchall()
         for row in aggregate:
             builder.add_aggregate(row, money_in_sql=money_in_sql)
         if money_in_sql:
@@ -861,6 +865,29 @@ def _insert_sql(rows: int) -> str:
     return (
         f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([values] * rows)}"
         " ON CONFLICT DO NOTHING"
+    )
+
+
+_DIM_GROUPS = frozenset(("provider", "model", "operation"))
+
+
+def _by_dims_then_keys(by: Sequence[str], rows_table: str, where: str, sums: list[str]) -> str:
+    """``sums`` over ``rows_table`` rows matching ``where``, grouped by ``by`` and currency: first by
+    the row columns among them and ``dim_id`` (an integer key to sort), then, over those few
+    groups joined with ``dims``, by the keys themselves (joining every row instead costs a
+    ``dims`` lookup a row). Columns: the ``by`` values, currency, then ``sums``."""
+    row_keys = [(i, name) for i, name in enumerate(by) if name not in _DIM_GROUPS]
+    inner_keys = [f"{group_expressions((name,))[0]} AS k{i}" for i, name in row_keys]
+    values = [f"{expr} AS v{j}" for j, expr in enumerate(sums)]
+    inner = (
+        f"SELECT {', '.join([*inner_keys, 'dim_id', *values])} FROM {rows_table} WHERE {where}"
+        f" GROUP BY {', '.join([*(f'k{i}' for i, _ in row_keys), 'dim_id'])}"
+    )
+    outer_keys = [f"dims.{name}" if name in _DIM_GROUPS else f"g.k{i}" for i, name in enumerate(by)]
+    outer_keys.append("dims.currency")
+    return (
+        f"SELECT {', '.join(outer_keys)}, {', '.join(f'sum(g.v{j})' for j in range(len(sums)))}"
+        f" FROM ({inner}) AS g CROSS JOIN dims ON dims.id = g.dim_id GROUP BY {', '.join(outer_keys)}"
     )
 
 
