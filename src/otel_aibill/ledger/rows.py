@@ -229,11 +229,11 @@ def refuse_unhashable(rows: Sequence[PricedUsage], ingested_at_ns: int) -> NoRet
         except TypeError:
             to_params(priced, ingested_at_ns)
             bad = next(c for c, v in zip(DIM_COLUMNS, key, strict=True) if v.__hash__ is None)
-            raise _fail(priced.usage, f"{bad} must be a string, got {getattr_dim(priced, bad)!r}") from None
+            raise _fail(priced.usage, f"{bad} must be a string, got {_dim_value(priced, bad)!r}") from None
     raise AssertionError("no row has an unhashable value")
 
 
-def getattr_dim(priced: PricedUsage, column: str) -> Any:
+def _dim_value(priced: PricedUsage, column: str) -> Any:
     return getattr(priced.usage if column in _USAGE_FIELD_NAMES else priced, column)
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain, compress, repeat
 from operator import add, attrgetter, floordiv, is_not, itemgetter
-from typing import Any
+from typing import Any, cast
 
 from otel_aibill.ledger import money, rollup
 from otel_aibill.ledger.base import (
@@ -347,7 +347,7 @@ class SqliteLedger:
         except TypeError:  # an unhashable value
             refuse_unhashable(rows, now)
         if None not in found:
-            return found  # type: ignore[return-value]
+            return cast(list[int], found)
         before_lookup()
         ids: list[int] = []
         for row, key, known in zip(rows, keys, found, strict=True):
