@@ -42,6 +42,16 @@ def _wait_ready(worker: FoldWorker) -> rollup.Fold:
         return worker._ready
 
 
+def _computed(ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch, handover_s: float) -> FoldWorker:
+    """Set how long a computed fold waits for an append, append 12 rows (a fold is due) and wait
+    until the worker has computed it; returns the worker."""
+    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", handover_s)
+    worker = _folder(ledger)
+    ledger.append(_batch(12, 0))
+    _wait_ready(worker)
+    return worker
+
+
 def _folded(led: SqliteLedger) -> int:
     return rollup.folded_seq(led._writer)
 
@@ -68,10 +78,7 @@ def test_the_next_append_writes_the_fold_the_worker_computed(
 def test_waiting_for_the_rollup_writes_a_computed_fold_at_once(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", 3600.0)
-    worker = _folder(ledger)
-    ledger.append(_batch(12, 0))
-    _wait_ready(worker)
+    worker = _computed(ledger, monkeypatch, 3600.0)
     assert ledger.wait_for_rollup(timeout=30)  # would be an hour if it waited for an append
     assert _folded(ledger) == _last_seq(ledger) == 12 and worker.folds == 1
 
@@ -90,10 +97,7 @@ def test_without_appends_the_worker_writes_its_fold_itself(
 def test_a_fold_taken_by_a_failed_append_is_rolled_back_and_folded_again_later(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", 60.0)
-    worker = _folder(ledger)
-    ledger.append(_batch(12, 0))
-    _wait_ready(worker)
+    worker = _computed(ledger, monkeypatch, 60.0)
     real_tail = rollup.tail
 
     def failing_tail(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -115,10 +119,7 @@ def test_a_fold_taken_by_a_failed_append_is_rolled_back_and_folded_again_later(
 def test_a_fold_the_rollup_refuses_leaves_the_append_and_the_tail_alone(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", 60.0)
-    worker = _folder(ledger)
-    ledger.append(_batch(12, 0))
-    _wait_ready(worker)
+    worker = _computed(ledger, monkeypatch, 60.0)
     ledger._writer.execute(
         "CREATE TRIGGER refuse BEFORE INSERT ON usage_daily BEGIN SELECT RAISE(ABORT, 'no'); END"
     )

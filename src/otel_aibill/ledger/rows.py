@@ -75,15 +75,16 @@ ROW_COLUMNS = (
 """What an append inserts into ``usage_rows`` (``INSERT_COLUMNS`` less ``DIM_COLUMNS``, plus the
 row's ``dims`` id), in parameter order."""
 _USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
-DIM_KEY = attrgetter(*(f"usage.{c}" if c in _USAGE_FIELD_NAMES else c for c in DIM_COLUMNS))
-"""The ``DIM_COLUMNS`` values of a ``PricedUsage``: which ``dims`` row it refers to."""
-_DIM_USAGE = attrgetter(*(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES))
-_DIM_PRICED = attrgetter(*(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES))
-assert (*_DIM_USAGE.__reduce__()[1], *_DIM_PRICED.__reduce__()[1]) == DIM_COLUMNS  # usage's first
+_USAGE_DIMS = tuple(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES)
+_PRICED_DIMS = tuple(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES)
+assert (*_USAGE_DIMS, *_PRICED_DIMS) == DIM_COLUMNS  # so a key is the usage part, then the priced part
+_DIM_USAGE = attrgetter(*_USAGE_DIMS)
+_DIM_PRICED = attrgetter(*_PRICED_DIMS)
 
 
 def dim_keys(rows: Sequence[PricedUsage]) -> list[tuple[Any, ...]]:
-    """``DIM_KEY`` of every row, with C-level calls only (about a fifth cheaper than ``DIM_KEY``)."""
+    """The ``DIM_COLUMNS`` values of each row (which ``dims`` row it refers to), with C-level
+    calls only."""
     return list(map(add, map(_DIM_USAGE, map(attrgetter("usage"), rows)), map(_DIM_PRICED, rows)))
 
 
@@ -212,7 +213,7 @@ def extend_params(
 
 
 def check_dims(priced: PricedUsage, key: tuple[Any, ...], ingested_at_ns: int) -> None:
-    """Refuse a row whose provider, model or operation (``DIM_KEY`` values) ``to_params`` refuses,
+    """Refuse a row whose provider, model or operation (``dim_keys`` values) ``to_params`` refuses,
     before a ``dims`` row is made of them."""
     if any(type(value) is not str or not value for value in key[:3]):
         to_params(priced, ingested_at_ns)
@@ -222,8 +223,7 @@ def check_dims(priced: PricedUsage, key: tuple[Any, ...], ingested_at_ns: int) -
 def refuse_unhashable(rows: Sequence[PricedUsage], ingested_at_ns: int) -> NoReturn:
     """Raise the ``InvalidRowError`` of the first row with a ``DIM_COLUMNS`` value that is not a
     plain value (a list, a dict...)."""
-    for priced in rows:
-        key = DIM_KEY(priced)
+    for priced, key in zip(rows, dim_keys(rows), strict=True):
         try:
             hash(key)
         except TypeError:

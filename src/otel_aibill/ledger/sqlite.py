@@ -176,7 +176,7 @@ class SqliteLedger:
         self._stepper = None if self.options.in_memory else Stepper()
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._group = max(_SMALLEST_GROUP, min(_GROUP, limit // len(ROW_COLUMNS)))
-        self._dims: dict[tuple[Any, ...], int] = {}  # DIM_KEY values -> dims.id (ids never change)
+        self._dims: dict[tuple[Any, ...], int] = {}  # dim_keys values -> dims.id (ids never change)
 
     # -- connections ---------------------------------------------------------------------------
 
