@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
-from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, extend_params, to_params
+from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, to_params
 from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
@@ -160,15 +160,17 @@ def none_adapter(*, off: bool) -> Iterator[None]:
 
 
 def ledger_rows(ledger: SqliteLedger, rows: list[PricedUsage]) -> list[list[object]]:
-    """The rows as the ledger inserts them (``usage_rows`` parameters, ``dims`` ids resolved)."""
+    """The rows as the ledger stores them (``usage_rows`` columns, ``dims`` ids resolved)."""
     new: dict[tuple[object, ...], int] = {}
+    now = time.time_ns()
     with ledger._write() as conn:
-        ids = ledger._dim_ids(conn, rows, time.time_ns(), new)
+        ids = ledger._dim_ids(conn, rows, now, new)
     ledger._dims.update(new)
-    flat: list[object] = []
-    extend_params(flat, rows, time.time_ns(), ids)
-    width = len(ROW_COLUMNS)
-    return [flat[i : i + width] for i in range(0, len(flat), width)]
+    out = []
+    for row, dim_id in zip(rows, ids, strict=True):
+        by_name = {**dict(zip(INSERT_COLUMNS, to_params(row, now), strict=True)), "dim_id": dim_id}
+        out.append([by_name[c] for c in ROW_COLUMNS])
+    return out
 
 
 def timed(fn: Callable[[], object]) -> float:

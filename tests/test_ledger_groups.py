@@ -4,6 +4,7 @@ every batch size, errors in any group, and the parameters equal to the row-by-ro
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -14,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
-from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, extend_params, to_params
+from otel_aibill.ledger.rows import GENERAL_COLUMNS, INSERT_COLUMNS, PLAIN_COLUMNS, extend_params, to_params
 from otel_aibill.ledger.sqlite import _groups
 from otel_aibill.usage import PricedUsage, PriceStatus
-from test_ledger_support import T0, priced, usage
+from test_ledger_support import HOUR, T0, priced, usage
 
 SIZES = [1, 7, 8, 9, 255, 256, 257, 600, 1031]
 
@@ -125,10 +126,11 @@ def test_groups_cover_every_row_once_with_few_shapes(n: int) -> None:
             st.one_of(st.none(), st.text(min_size=1, max_size=8)),
         ),
         max_size=40,
-    )
+    ),
+    st.booleans(),
 )
 def test_group_parameters_equal_row_by_row_conversion(
-    specs: list[tuple[str, Decimal, str | None, str | None]],
+    specs: list[tuple[str, Decimal, str | None, str | None]], with_duplicates: bool
 ) -> None:
     rows = []
     for i, (kind, amount, response_id, parent) in enumerate(specs):
@@ -141,10 +143,12 @@ def test_group_parameters_equal_row_by_row_conversion(
             rows.append(priced(replace(record, customer=None), cost=amount, billed=None))
         else:
             rows.append(priced(record, cost=amount, billed=amount * Decimal("1.25")))
-    duplicate_of = [None if i % 3 else f"{i:016x}" for i in range(len(rows))]
+    duplicate_of = [None if i % 3 or not with_duplicates else f"{i:016x}" for i in range(len(rows))]
     dim_ids = [i * 7 + 1 for i in range(len(rows))]
     out: list[object] = []
-    extend_params(out, rows, 42, dim_ids, duplicate_of)
+    plain = extend_params(out, rows, 42, dim_ids, duplicate_of)
+    all_priced = all(r.status is PriceStatus.PRICED for r in rows)
+    assert plain == (all_priced and duplicate_of.count(None) == len(rows))
     expected = []
     for r, d, dim_id in zip(rows, duplicate_of, dim_ids, strict=True):
         by_name = {
@@ -152,5 +156,43 @@ def test_group_parameters_equal_row_by_row_conversion(
             "duplicate_of": d,
             "dim_id": dim_id,
         }
-        expected += [by_name[c] for c in ROW_COLUMNS]
+        expected += [by_name[c] for c in (PLAIN_COLUMNS if plain else GENERAL_COLUMNS)]
     assert out == expected
+
+
+@pytest.mark.parametrize("n", [5, 300])
+def test_what_the_statement_fills_in_equals_the_row_conversion(ledger: SqliteLedger, n: int) -> None:
+    """The append time, response bucket, status and duplicate mark, which a statement fills in
+    instead of binding, are the values ``to_params`` gives, in plain and general groups alike."""
+    rows: list[PricedUsage] = []
+    for i in range(n):
+        record = usage(  # pairs of spans of one trace, most reporting the same response
+            trace=f"{i // 2 + 1:032x}",
+            start=T0 + (i // 4) * HOUR - i // 2 % 2,  # at, and just before, bucket boundaries
+            response_id=f"r{i // 2}" if i % 10 else None,
+        )
+        if i % 4 == 3:
+            rows.append(PricedUsage(record, PriceStatus.UNPRICED, None, None, unpriced_reason="unknown"))
+        else:
+            rows.append(priced(record, cost=Decimal(i) / 1000, billed=Decimal(i) / 800))
+    plain = [priced(usage(start=T0 + i), cost=Decimal(i), billed=Decimal(i)) for i in range(n)]
+    before = time.time_ns()
+    result = ledger.append(AppendBatch(rows=rows))
+    ledger.append(AppendBatch(rows=plain))
+    after = time.time_ns()
+    assert result.duplicate_responses > 0  # the sibling rows made some groups general
+    with ledger._read() as conn:
+        stored = conn.execute(
+            "SELECT trace_id, span_id, status, resp_bucket, duplicate_of, ingested_at_ns FROM usage_rows"
+            " ORDER BY seq"
+        ).fetchall()
+    marked = {(t, s): d for t, s, _, _, d, _ in stored}
+    expected = []
+    for r in [*rows, *plain]:
+        by_name = dict(zip(INSERT_COLUMNS, to_params(r, 0), strict=True))
+        key = (r.usage.trace_id, r.usage.span_id)
+        expected.append((*key, by_name["status"], by_name["resp_bucket"], marked[key]))
+    assert [row[:5] for row in stored] == expected
+    assert sum(d is not None for d in marked.values()) == result.duplicate_responses
+    times = {row[5] for row in stored}
+    assert len(times) == 2 and all(before <= t <= after for t in times)  # one time per append

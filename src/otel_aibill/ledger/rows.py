@@ -7,7 +7,7 @@ batch is refused rather than stored half-right.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, repeat, starmap
@@ -72,8 +72,18 @@ ROW_COLUMNS = (
     "duplicate_of",
     "dim_id",
 )
-"""What an append inserts into ``usage_rows`` (``INSERT_COLUMNS`` less ``DIM_COLUMNS``, plus the
-row's ``dims`` id), in parameter order."""
+"""The ``usage_rows`` columns an append fills (``INSERT_COLUMNS`` less ``DIM_COLUMNS``, plus the
+row's ``dims`` id)."""
+STATEMENT_VALUES = ("ingested_at_ns", "resp_bucket")
+"""Columns an insert statement fills itself: the append's time, bound once for all its rows, and
+the response bucket, worked out from the row's start and response id."""
+PLAIN_LITERALS = {"status": "'priced'", "duplicate_of": "NULL"}
+"""Columns that are the same in every row of a *plain* group (all priced, no sibling duplicate)."""
+GENERAL_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in STATEMENT_VALUES)
+PLAIN_COLUMNS = tuple(c for c in GENERAL_COLUMNS if c not in PLAIN_LITERALS)
+"""What ``extend_params`` binds per row, in order, for a general and a plain group. Each bound
+value is work under the GIL (a string costs an allocation and a copy in SQLite), so what a
+statement can fill itself is not bound."""
 _USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
 _USAGE_DIMS = tuple(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES)
 _PRICED_DIMS = tuple(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES)
@@ -124,10 +134,11 @@ _ROW_USAGE = attrgetter(*ROW_COLUMNS[: ROW_COLUMNS.index("status")])
 _ROW_IDS = itemgetter(0, 1)  # trace_id, span_id
 _ROW_INTS = itemgetter(3, 4, *range(5, 5 + len(TOKEN_FIELDS)))  # start, end, tokens
 _ROW_CUSTOMER = itemgetter(ROW_COLUMNS.index("customer"))
-_ROW_RESPONSE_ID = ROW_COLUMNS.index("response_id")
-_ROW_OF_PARAMS = itemgetter(  # to_params order -> ROW_COLUMNS order, up to duplicate_of
-    *(INSERT_COLUMNS.index(c) for c in ROW_COLUMNS[: ROW_COLUMNS.index("duplicate_of")])
+_GENERAL_OF_PARAMS = itemgetter(  # to_params order -> GENERAL_COLUMNS order, up to duplicate_of
+    *(INSERT_COLUMNS.index(c) for c in GENERAL_COLUMNS[: GENERAL_COLUMNS.index("duplicate_of")])
 )
+_PLAIN_OF_PARAMS = itemgetter(*(INSERT_COLUMNS.index(c) for c in PLAIN_COLUMNS[:-1]))  # up to dim_id
+_STATUS_OF = attrgetter("status")
 _AMOUNTS = attrgetter("status", "cost", "billed", "markup_rule")
 _PRICED = PriceStatus.PRICED
 
@@ -173,11 +184,12 @@ def extend_params(
     rows: Sequence[PricedUsage],
     ingested_at_ns: int,
     dim_ids: Sequence[int],
-    duplicate_of: Iterable[str | None] | None = None,
-) -> None:
-    """Add the ``ROW_COLUMNS`` parameters of ``rows`` to ``out``, row after row: the flat parameter
-    list of a multi-row ``VALUES`` statement. Same values and checks as ``to_params`` for every
-    row, except the ``DIM_COLUMNS``: the caller has checked those when it found their ``dims`` id.
+    duplicate_of: Sequence[str | None] | None = None,
+) -> bool:
+    """Add the bound parameters of ``rows`` to ``out``, row after row: the values of
+    ``PLAIN_COLUMNS`` if the group is plain (returns True), else of ``GENERAL_COLUMNS`` (False).
+    Same values and checks as ``to_params`` for every row, except the ``DIM_COLUMNS``: the caller
+    has checked those when it found their ``dims`` id.
 
     Appends run this for every row, so the checks are made over the whole group of rows at once
     (C-level calls over all their texts and integers) and the common row, priced with ``Decimal``
@@ -193,6 +205,9 @@ def extend_params(
         _refuse(rows, ingested_at_ns)
     if "" in texts or "" in map(_ROW_CUSTOMER, fields):
         _refuse(rows, ingested_at_ns)
+    plain = list(map(_STATUS_OF, rows)).count(_PRICED) == len(rows) and (
+        duplicate_of is None or list(duplicate_of).count(None) == len(rows)
+    )
     add = out.extend
     units = _UNITS
     duplicates = duplicate_of or repeat(None)
@@ -203,13 +218,19 @@ def extend_params(
             billed_text = str(billed)
             if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
                 raise _fail(priced.usage, _bad_amounts(priced))
-            bucket = None if f[_ROW_RESPONSE_ID] is None else f[3] // RESPONSE_BUCKET_NS
             add(f)
-            add(("priced", cost_text, billed_text, markup_rule, units(cost_text), units(billed_text)))
-            add((ingested_at_ns, bucket, duplicate, dim_id))
+            if plain:
+                add((cost_text, billed_text, markup_rule, units(cost_text), units(billed_text), dim_id))
+            else:
+                add(("priced", cost_text, billed_text, markup_rule, units(cost_text), units(billed_text)))
+                add((duplicate, dim_id))
+        elif plain:
+            add(_PLAIN_OF_PARAMS(to_params(priced, ingested_at_ns)))
+            add((dim_id,))
         else:
-            add(_ROW_OF_PARAMS(to_params(priced, ingested_at_ns)))
+            add(_GENERAL_OF_PARAMS(to_params(priced, ingested_at_ns)))
             add((duplicate, dim_id))
+    return plain
 
 
 def check_dims(priced: PricedUsage, key: tuple[Any, ...], ingested_at_ns: int) -> None:

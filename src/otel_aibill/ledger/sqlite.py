@@ -31,10 +31,14 @@ from otel_aibill.ledger.base import (
     UsageQuery,
     UsageSummary,
 )
+from otel_aibill.ledger.checkpoint import Checkpointer
 from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
 from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
+    GENERAL_COLUMNS,
+    PLAIN_COLUMNS,
+    PLAIN_LITERALS,
     ROW_COLUMNS,
     SELECT_COLUMNS,
     InvalidRowError,
@@ -63,10 +67,6 @@ _log = logging.getLogger(__name__)
 _NO_ADAPTERS: dict[None, None] = {}
 sqlite3.register_adapter(type(None), _NO_ADAPTERS.get)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
-_INSERT = (
-    f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
-    " ON CONFLICT DO NOTHING"
-)
 _DIMS = "CROSS JOIN dims ON dims.id = usage_rows.dim_id"
 """``usage_rows`` with their ``dims`` columns (what the ``usage`` view shows); CROSS JOIN keeps
 ``usage_rows`` the outer loop, so its indexes (and INDEXED BY hints) drive every query."""
@@ -174,8 +174,11 @@ class SqliteLedger:
             else FoldWorker(lambda: self._connect(read_only=True), self._write)
         )
         self._stepper = None if self.options.in_memory else Stepper()
+        self._checkpointer = (
+            None if self.options.in_memory else Checkpointer(lambda: self._connect(read_only=True))
+        )
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._group = max(_SMALLEST_GROUP, min(_GROUP, limit // len(ROW_COLUMNS)))
+        self._group = max(_SMALLEST_GROUP, min(_GROUP, (limit - 1) // len(GENERAL_COLUMNS)))
         self._dims: dict[tuple[Any, ...], int] = {}  # dim_keys values -> dims.id (ids never change)
 
     # -- connections ---------------------------------------------------------------------------
@@ -245,6 +248,8 @@ class SqliteLedger:
             self._folder.close()
         if self._stepper is not None:
             self._stepper.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
             if self._closed:
                 return
@@ -310,6 +315,8 @@ class SqliteLedger:
             if taken and self._folder is not None:
                 self._folder.taken_done()
         self._dims.update(new_dims)  # committed: from now on these ids exist
+        if self._checkpointer is not None and rows:
+            self._checkpointer.request()
         if fold_due and self._folder is not None:
             self._folder.request()
         return result
@@ -386,18 +393,17 @@ class SqliteLedger:
             for first, count in _groups(len(rows), self._group):
                 end = first + count
                 ids = self._dim_ids(conn, rows[first:end], now, new_dims, before_lookup=finish)
-                params: list[Any] = []
-                extend_params(params, rows[first:end], now, ids, duplicate_of[first:end])
+                params: list[Any] = [now]
+                plain = extend_params(params, rows[first:end], now, ids, duplicate_of[first:end])
                 finish()
                 if count < _SMALLEST_GROUP:  # a few rows left: one statement each
-                    width = len(ROW_COLUMNS)
-                    changed += conn.executemany(
-                        _INSERT, [params[i : i + width] for i in range(0, len(params), width)]
-                    ).rowcount
+                    width = len(PLAIN_COLUMNS if plain else GENERAL_COLUMNS)
+                    each = [[now, *params[i : i + width]] for i in range(1, len(params), width)]
+                    changed += conn.executemany(_insert_sql(1, plain), each).rowcount
                 elif stepper is not None:
-                    running.append(stepper.start(conn, _insert_sql(count), params))
+                    running.append(stepper.start(conn, _insert_sql(count, plain), params))
                 else:
-                    changed += conn.execute(_insert_sql(count), params).rowcount
+                    changed += conn.execute(_insert_sql(count, plain), params).rowcount
             finish()
         finally:
             if running:  # stopped by an error here: let the statement end first
@@ -860,12 +866,23 @@ def _groups(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 @lru_cache(maxsize=32)
-def _insert_sql(rows: int) -> str:
-    values = f"({', '.join('?' * len(ROW_COLUMNS))})"
-    return (
-        f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([values] * rows)}"
-        " ON CONFLICT DO NOTHING"
-    )
+def _insert_sql(rows: int, plain: bool) -> str:
+    """The insert of ``rows`` rows, each bound as ``PLAIN_COLUMNS`` or ``GENERAL_COLUMNS``
+    (``extend_params``), after ``?1``, the append's time: the statement fills in the rest."""
+    bound = PLAIN_COLUMNS if plain else GENERAL_COLUMNS
+    numbers = iter(range(2, 2 + rows * len(bound)))
+    values = []
+    for _ in range(rows):
+        param = {c: f"?{next(numbers)}" for c in bound}
+        filled = {
+            **PLAIN_LITERALS,
+            "ingested_at_ns": "?1",
+            "resp_bucket": f"CASE WHEN {param['response_id']} IS NULL THEN NULL"
+            f" ELSE {param['start_time_ns']} / {RESPONSE_BUCKET_NS} END",
+        }
+        values.append(f"({', '.join(param.get(c) or filled[c] for c in ROW_COLUMNS)})")
+    columns = ", ".join(ROW_COLUMNS)
+    return f"INSERT INTO usage_rows ({columns}) VALUES {', '.join(values)} ON CONFLICT DO NOTHING"
 
 
 _DIM_GROUPS = frozenset(("provider", "model", "operation"))
