@@ -31,7 +31,6 @@ from otel_aibill.ledger.base import (
     UsageQuery,
     UsageSummary,
 )
-from otel_aibill.ledger.checkpoint import Checkpointer
 from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
 from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.migrations import pending
@@ -174,9 +173,6 @@ class SqliteLedger:
             else FoldWorker(lambda: self._connect(read_only=True), self._write)
         )
         self._stepper = None if self.options.in_memory else Stepper()
-        self._checkpointer = (
-            None if self.options.in_memory else Checkpointer(lambda: self._connect(read_only=True))
-        )
         limit = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._group = max(_SMALLEST_GROUP, min(_GROUP, (limit - 1) // len(GENERAL_COLUMNS)))
         self._dims: dict[tuple[Any, ...], int] = {}  # dim_keys values -> dims.id (ids never change)
@@ -248,8 +244,6 @@ class SqliteLedger:
             self._folder.close()
         if self._stepper is not None:
             self._stepper.close()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
         with self._lock:
             if self._closed:
                 return
@@ -315,8 +309,6 @@ class SqliteLedger:
             if taken and self._folder is not None:
                 self._folder.taken_done()
         self._dims.update(new_dims)  # committed: from now on these ids exist
-        if self._checkpointer is not None and rows:
-            self._checkpointer.request()
         if fold_due and self._folder is not None:
             self._folder.request()
         return result
