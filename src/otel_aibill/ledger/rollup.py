@@ -123,17 +123,14 @@ def _groups_sql(rows: str, *, sign: int) -> str:
     The amount texts stay out of this query: carrying them through the GROUP BY's sort cost about
     a third of a fold, and only amounts without integer parts (rare) need them."""
     neg = "-" if sign < 0 else ""
-    inner = [
-        "count(*)",
-        *(f"sum({c})" for c in COUNTS[1:6]),
-        "sum(status = 'unpriced')",
-        "sum(customer IS NULL)",
-    ]
+    inner = ["count(*)", *(f"sum({c})" for c in COUNTS[1:6]), "sum(status = 'unpriced')"]
     for a in AMOUNTS:
         inner += [money.sum_hi(a), money.sum_lo(a)]
-    outer = [f"{neg}coalesce(sum(v{i}), 0)" for i in range(8)]
+    outer = [f"{neg}coalesce(sum(v{i}), 0)" for i in range(7)]
+    # pending spans: every span of the pending group, none of any other (customers are never '')
+    outer.append(f"CASE WHEN g.customer = '{PENDING_KEY}' THEN {neg}coalesce(sum(v0), 0) ELSE 0 END")
     for i, _ in enumerate(AMOUNTS):
-        outer += [f"{neg}coalesce(sum(v{8 + 2 * i}), 0)", f"{neg}coalesce(sum(v{9 + 2 * i}), 0)", "NULL"]
+        outer += [f"{neg}coalesce(sum(v{7 + 2 * i}), 0)", f"{neg}coalesce(sum(v{8 + 2 * i}), 0)", "NULL"]
     return _by_dims(
         f"SELECT {_DAY_AND_CUSTOMER}, dim_id, {_named(inner)} FROM usage_rows NOT INDEXED"
         f" WHERE {rows} AND duplicate_of IS NULL GROUP BY 1, 2, 3",
