@@ -274,4 +274,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V6,
         backfill=rollup.fold,  # the rollup is kept as it is; this folds its tail
     ),
+    Migration(
+        7,
+        "new trace customers go to a small table, merged into trace_customers in key order",
+        (
+            "CREATE TABLE trace_customers_recent ("
+            " trace_id TEXT PRIMARY KEY, customer TEXT NOT NULL, first_seen_ns INTEGER NOT NULL"
+            ") WITHOUT ROWID",
+        ),
+    ),
 )

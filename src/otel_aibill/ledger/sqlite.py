@@ -407,20 +407,32 @@ class SqliteLedger:
     def _add_trace_customers(
         conn: sqlite3.Connection, customers: Mapping[str, str], now: int
     ) -> tuple[str, ...]:
+        """Store the customers of traces not known yet (the first one named wins); returns those.
+
+        Trace ids are random, so adding a batch's few thousand to one large table would touch
+        most of its pages, and a commit writes every touched page to the log: the cost of an
+        append would grow with the table. New ones go to ``trace_customers_recent`` instead,
+        which stays small, and are merged into ``trace_customers`` in key order every
+        ``_MERGE_TRACES`` (each page of the large table is then written once per merge).
+        """
         if not customers:
             return ()
         trace_ids = list(customers)
-        known: set[str] = set()
-        for chunk in _chunks(trace_ids):
-            rows = conn.execute(
-                f"SELECT trace_id FROM trace_customers WHERE trace_id IN ({_marks(len(chunk))})", chunk
-            )
-            known.update(row[0] for row in rows)
+        known = _known_trace_customers(conn, trace_ids)
         new = [t for t in trace_ids if t not in known]
+        if not new:
+            return ()
         conn.executemany(
-            "INSERT INTO trace_customers (trace_id, customer, first_seen_ns) VALUES (?, ?, ?)",
+            "INSERT INTO trace_customers_recent (trace_id, customer, first_seen_ns) VALUES (?, ?, ?)",
             [(t, customers[t], now) for t in new],
         )
+        (recent,) = conn.execute("SELECT count(*) FROM trace_customers_recent").fetchone()
+        if recent >= _MERGE_TRACES:
+            conn.execute(  # the first customer named wins, as everywhere
+                "INSERT INTO trace_customers SELECT * FROM trace_customers_recent WHERE true"
+                " ORDER BY trace_id ON CONFLICT DO NOTHING"
+            )
+            conn.execute("DELETE FROM trace_customers_recent")
         return tuple(new)
 
     def set_attribution(self, updates: Sequence[Attribution]) -> int:
@@ -513,17 +525,8 @@ class SqliteLedger:
     # -- reads ---------------------------------------------------------------------------------
 
     def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(dict.fromkeys(trace_ids))
-        out: dict[str, str] = {}
         with self._read() as conn:
-            for chunk in _chunks(ids):
-                rows = conn.execute(
-                    "SELECT trace_id, customer FROM trace_customers"
-                    f" WHERE trace_id IN ({_marks(len(chunk))})",
-                    chunk,
-                )
-                out.update((t, c) for t, c in rows)
-        return out
+            return _known_trace_customers(conn, list(dict.fromkeys(trace_ids)))
 
     def pending_attribution(
         self,
@@ -730,6 +733,20 @@ def _filters(
     return where, args
 
 
+def _known_trace_customers(conn: sqlite3.Connection, trace_ids: list[str]) -> dict[str, str]:
+    """The stored customers of ``trace_ids`` (in either trace customer table)."""
+    found: dict[str, str] = {}
+    for chunk in _chunks(trace_ids):
+        marks = _marks(len(chunk))
+        rows = conn.execute(
+            f"SELECT trace_id, customer FROM trace_customers WHERE trace_id IN ({marks}) UNION ALL"
+            f" SELECT trace_id, customer FROM trace_customers_recent WHERE trace_id IN ({marks})",
+            [*chunk, *chunk],
+        )
+        found.update(rows)
+    return found
+
+
 def _stored_responses(
     conn: sqlite3.Connection, wanted: set[ResponseKey], responses: list[tuple[Any, ...]]
 ) -> tuple[dict[ResponseKey, list[Original]], set[tuple[int, str, str]]]:
@@ -839,6 +856,7 @@ def _sibling_duplicates(
 
 
 _FOLD_BEHIND = 4  # tails this many times FOLD_EVERY are folded by the append itself
+_MERGE_TRACES = 50_000  # new trace customers kept apart before a merge (``_add_trace_customers``)
 _GROUP = 256  # rows per insert statement (fewer if SQLite allows fewer parameters)
 _SMALLEST_GROUP = 8  # fewer rows go one statement each, not through a statement of their own
 
