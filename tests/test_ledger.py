@@ -366,7 +366,8 @@ def test_bad_amount_refuses_the_batch(ledger: SqliteLedger, amount: object) -> N
 
 def test_failure_inside_the_transaction_rolls_back(ledger: SqliteLedger) -> None:
     ledger._writer.execute(
-        "CREATE TRIGGER refuse AFTER INSERT ON trace_customers BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        "CREATE TRIGGER refuse AFTER INSERT ON trace_customers_recent"
+        " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
     )
     with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
         ledger.append(AppendBatch(rows=[priced()], trace_customers={"t": "c"}))
