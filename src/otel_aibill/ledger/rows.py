@@ -206,7 +206,7 @@ def extend_params(
     if "" in texts or "" in map(_ROW_CUSTOMER, fields):
         _refuse(rows, ingested_at_ns)
     plain = list(map(_STATUS_OF, rows)).count(_PRICED) == len(rows) and (
-        duplicate_of is None or list(duplicate_of).count(None) == len(rows)
+        duplicate_of is None or duplicate_of.count(None) == len(rows)
     )
     add = out.extend
     units = _UNITS
