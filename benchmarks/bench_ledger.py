@@ -187,6 +187,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--block", type=int, default=200_000, help="rows per variant turn")
     parser.add_argument("--dir", default=None, help="where to put the databases (default: a temp dir)")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated variants to run (the baseline always runs)"
+    )
+    parser.add_argument("--blocks", action="store_true", help="print each block's rows/s per variant")
     args = parser.parse_args()
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -229,6 +233,12 @@ def main() -> None:
             "base-16k": base_16k,
             "random-key": random_key,
         }
+        if args.only:
+            wanted = {"baseline", *args.only.split(",")}
+            unknown = wanted - set(totals)
+            if unknown:
+                parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+            totals = {name: total for name, total in totals.items() if name in wanted}
         order = list(totals)
         while done < args.rows:
             size = min(args.block, args.rows - done)
@@ -246,6 +256,7 @@ def main() -> None:
             # The pre-built input of a whole block is not the ingesting process's own heap: keep
             # the cyclic GC from walking it again and again while the variants allocate.
             gc.freeze()
+            block_times: dict[str, float] = {}
             for name in order:
                 start = time.perf_counter()
                 if name in ledgers:
@@ -263,8 +274,18 @@ def main() -> None:
                             conn.execute("BEGIN IMMEDIATE")
                             conn.executemany(sql, p)
                             conn.execute("COMMIT")
-                totals[name] += time.perf_counter() - start
+                block_times[name] = time.perf_counter() - start
+                totals[name] += block_times[name]
             gc.unfreeze()
+            if args.blocks:
+                print(
+                    f"rows {done + size:>9,}: "
+                    + "  ".join(
+                        f"{name} {size / t:,.0f} ({block_times['baseline'] / t:.2f})"
+                        for name, t in block_times.items()
+                    ),
+                    flush=True,
+                )
             order.reverse()
             done += size
             rows = rows_in_block[-1]

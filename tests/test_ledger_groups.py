@@ -147,8 +147,7 @@ def test_group_parameters_equal_row_by_row_conversion(
     dim_ids = [i * 7 + 1 for i in range(len(rows))]
     out: list[object] = []
     plain = extend_params(out, rows, 42, dim_ids, duplicate_of)
-    all_priced = all(r.status is PriceStatus.PRICED for r in rows)
-    assert plain == (all_priced and duplicate_of.count(None) == len(rows))
+    assert plain == (duplicate_of.count(None) == len(rows))
     expected = []
     for r, d, dim_id in zip(rows, duplicate_of, dim_ids, strict=True):
         by_name = {
@@ -192,7 +191,9 @@ def test_what_the_statement_fills_in_equals_the_row_conversion(ledger: SqliteLed
         by_name = dict(zip(INSERT_COLUMNS, to_params(r, 0), strict=True))
         key = (r.usage.trace_id, r.usage.span_id)
         expected.append((*key, by_name["status"], by_name["resp_bucket"], marked[key]))
-    assert [row[:5] for row in stored] == expected
+    # a batch's sibling duplicates are stored after its other rows, each part in batch order
+    first = [e for e in expected[:n] if e[4] is None] + [e for e in expected[:n] if e[4] is not None]
+    assert [row[:5] for row in stored] == first + expected[n:]
     assert sum(d is not None for d in marked.values()) == result.duplicate_responses
     times = {row[5] for row in stored}
     assert len(times) == 2 and all(before <= t <= after for t in times)  # one time per append

@@ -21,7 +21,7 @@ DEFAULT_CUSTOMER_KEYS = ("stripe.customer.id", "customer.id", "tenant.id", "endu
 
 def _no_float(value: Any) -> Any:
     if isinstance(value, float):
-        raise ValueError(f"write money as a string (\"{value}\"), not a float, to keep it exact")
+        raise ValueError(f'write money as a string ("{value}"), not a float, to keep it exact')
     return value
 
 

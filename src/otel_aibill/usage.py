@@ -14,6 +14,7 @@ from enum import StrEnum
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttrValue]
 
+
 def is_unicode(text: str) -> bool:
     """Whether ``text`` is valid Unicode, so the ledger can store it.
 

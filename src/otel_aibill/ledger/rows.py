@@ -74,16 +74,16 @@ ROW_COLUMNS = (
 )
 """The ``usage_rows`` columns an append fills (``INSERT_COLUMNS`` less ``DIM_COLUMNS``, plus the
 row's ``dims`` id)."""
-STATEMENT_VALUES = ("ingested_at_ns", "resp_bucket")
-"""Columns an insert statement fills itself: the append's time, bound once for all its rows, and
-the response bucket, worked out from the row's start and response id."""
-PLAIN_LITERALS = {"status": "'priced'", "duplicate_of": "NULL"}
-"""Columns that are the same in every row of a *plain* group (all priced, no sibling duplicate)."""
+STATEMENT_VALUES = ("ingested_at_ns", "resp_bucket", "status")
+"""Columns an insert statement fills itself: the append's time, bound once for all its rows; the
+response bucket, worked out from the row's start and response id; the status, from whether the row
+has a cost (a priced row has one, an unpriced row none: ``to_params`` refuses anything else)."""
 GENERAL_COLUMNS = tuple(c for c in ROW_COLUMNS if c not in STATEMENT_VALUES)
-PLAIN_COLUMNS = tuple(c for c in GENERAL_COLUMNS if c not in PLAIN_LITERALS)
-"""What ``extend_params`` binds per row, in order, for a general and a plain group. Each bound
-value is work under the GIL (a string costs an allocation and a copy in SQLite), so what a
-statement can fill itself is not bound."""
+PLAIN_COLUMNS = tuple(c for c in GENERAL_COLUMNS if c != "duplicate_of")
+"""What ``extend_params`` binds per row, in order, for a group with sibling duplicates (general)
+and one without (plain: ``duplicate_of`` is NULL in every row, which the statement says itself).
+Each bound value is work under the GIL (a string costs an allocation and a copy in SQLite), and
+the GIL is what the appending thread and the statement thread share."""
 _USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
 _USAGE_DIMS = tuple(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES)
 _PRICED_DIMS = tuple(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES)
@@ -134,11 +134,8 @@ _ROW_USAGE = attrgetter(*ROW_COLUMNS[: ROW_COLUMNS.index("status")])
 _ROW_IDS = itemgetter(0, 1)  # trace_id, span_id
 _ROW_INTS = itemgetter(3, 4, *range(5, 5 + len(TOKEN_FIELDS)))  # start, end, tokens
 _ROW_CUSTOMER = itemgetter(ROW_COLUMNS.index("customer"))
-_GENERAL_OF_PARAMS = itemgetter(  # to_params order -> GENERAL_COLUMNS order, up to duplicate_of
-    *(INSERT_COLUMNS.index(c) for c in GENERAL_COLUMNS[: GENERAL_COLUMNS.index("duplicate_of")])
-)
-_PLAIN_OF_PARAMS = itemgetter(*(INSERT_COLUMNS.index(c) for c in PLAIN_COLUMNS[:-1]))  # up to dim_id
-_STATUS_OF = attrgetter("status")
+_OWN_OF_PARAMS = itemgetter(*(INSERT_COLUMNS.index(c) for c in PLAIN_COLUMNS[:-1]))  # up to dim_id
+assert PLAIN_COLUMNS[:-1] == GENERAL_COLUMNS[:-2]  # then the general ones add duplicate_of
 _AMOUNTS = attrgetter("status", "cost", "billed", "markup_rule")
 _PRICED = PriceStatus.PRICED
 
@@ -187,7 +184,7 @@ def extend_params(
     duplicate_of: Sequence[str | None] | None = None,
 ) -> bool:
     """Add the bound parameters of ``rows`` to ``out``, row after row: the values of
-    ``PLAIN_COLUMNS`` if the group is plain (returns True), else of ``GENERAL_COLUMNS`` (False).
+    ``PLAIN_COLUMNS`` if no row has a ``duplicate_of`` (returns True), else of ``GENERAL_COLUMNS``.
     Same values and checks as ``to_params`` for every row, except the ``DIM_COLUMNS``: the caller
     has checked those when it found their ``dims`` id.
 
@@ -205,9 +202,7 @@ def extend_params(
         _refuse(rows, ingested_at_ns)
     if "" in texts or "" in map(_ROW_CUSTOMER, fields):
         _refuse(rows, ingested_at_ns)
-    plain = list(map(_STATUS_OF, rows)).count(_PRICED) == len(rows) and (
-        duplicate_of is None or duplicate_of.count(None) == len(rows)
-    )
+    plain = duplicate_of is None or duplicate_of.count(None) == len(rows)
     add = out.extend
     units = _UNITS
     duplicates = duplicate_of or repeat(None)
@@ -222,14 +217,20 @@ def extend_params(
             if plain:
                 add((cost_text, billed_text, markup_rule, units(cost_text), units(billed_text), dim_id))
             else:
-                add(("priced", cost_text, billed_text, markup_rule, units(cost_text), units(billed_text)))
-                add((duplicate, dim_id))
-        elif plain:
-            add(_PLAIN_OF_PARAMS(to_params(priced, ingested_at_ns)))
-            add((dim_id,))
+                add(
+                    (
+                        cost_text,
+                        billed_text,
+                        markup_rule,
+                        units(cost_text),
+                        units(billed_text),
+                        duplicate,
+                        dim_id,
+                    )
+                )
         else:
-            add(_GENERAL_OF_PARAMS(to_params(priced, ingested_at_ns)))
-            add((duplicate, dim_id))
+            add(_OWN_OF_PARAMS(to_params(priced, ingested_at_ns)))
+            add((dim_id,) if plain else (duplicate, dim_id))
     return plain
 
 

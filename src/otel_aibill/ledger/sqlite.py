@@ -37,7 +37,6 @@ from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
     GENERAL_COLUMNS,
     PLAIN_COLUMNS,
-    PLAIN_LITERALS,
     ROW_COLUMNS,
     SELECT_COLUMNS,
     InvalidRowError,
@@ -369,7 +368,9 @@ class SqliteLedger:
         A statement per group of rows opens the table's and indexes' cursors once per group
         instead of once per row, which makes the indexed insert about a quarter cheaper. With
         more than one group and a ``Stepper``, the next group's parameters are built while
-        SQLite inserts the previous group (``stepper.py``).
+        SQLite inserts the previous group (``stepper.py``). Sibling duplicates go last, in groups
+        of their own, so every other group binds no ``duplicate_of`` (``extend_params``); their
+        place among the batch's rows means nothing (a batch's rows arrive together).
         """
         changed = 0
         new_dims: dict[tuple[Any, ...], int] = {}
@@ -382,11 +383,11 @@ class SqliteLedger:
                 changed += running.pop().result()
 
         try:
-            for first, count in _groups(len(rows), self._group):
-                end = first + count
-                ids = self._dim_ids(conn, rows[first:end], now, new_dims, before_lookup=finish)
+            for group, marks in _duplicates_last(rows, duplicate_of, self._group):
+                count = len(group)
+                ids = self._dim_ids(conn, group, now, new_dims, before_lookup=finish)
                 params: list[Any] = [now]
-                plain = extend_params(params, rows[first:end], now, ids, duplicate_of[first:end])
+                plain = extend_params(params, group, now, ids, marks)
                 finish()
                 if count < _SMALLEST_GROUP:  # a few rows left: one statement each
                     width = len(PLAIN_COLUMNS if plain else GENERAL_COLUMNS)
@@ -875,6 +876,22 @@ def _groups(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield first, n - first
 
 
+def _duplicates_last(
+    rows: list[PricedUsage], duplicate_of: list[str | None], size: int
+) -> Iterator[tuple[list[PricedUsage], list[str | None] | None]]:
+    """The groups of rows to insert (``_groups``) with their ``duplicate_of`` marks (None where
+    there are none): first the rows that are not sibling duplicates, in order, then those that are."""
+    if duplicate_of.count(None) == len(rows):
+        parts: list[tuple[list[PricedUsage], list[str | None] | None]] = [(rows, None)]
+    else:
+        unmarked = [row for row, mark in zip(rows, duplicate_of, strict=True) if mark is None]
+        marked = [(row, mark) for row, mark in zip(rows, duplicate_of, strict=True) if mark is not None]
+        parts = [(unmarked, None), ([row for row, _ in marked], [mark for _, mark in marked])]
+    for part, marks in parts:
+        for first, count in _groups(len(part), size):
+            yield part[first : first + count], None if marks is None else marks[first : first + count]
+
+
 @lru_cache(maxsize=32)
 def _insert_sql(rows: int, plain: bool) -> str:
     """The insert of ``rows`` rows, each bound as ``PLAIN_COLUMNS`` or ``GENERAL_COLUMNS``
@@ -885,7 +902,8 @@ def _insert_sql(rows: int, plain: bool) -> str:
     for _ in range(rows):
         param = {c: f"?{next(numbers)}" for c in bound}
         filled = {
-            **PLAIN_LITERALS,
+            "duplicate_of": "NULL",
+            "status": f"CASE WHEN {param['cost']} IS NULL THEN 'unpriced' ELSE 'priced' END",
             "ingested_at_ns": "?1",
             "resp_bucket": f"CASE WHEN {param['response_id']} IS NULL THEN NULL"
             f" ELSE {param['start_time_ns']} / {RESPONSE_BUCKET_NS} END",
