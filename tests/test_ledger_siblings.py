@@ -7,8 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
+from otel_aibill.ledger.schema import RESPONSE_BUCKET_NS
+from otel_aibill.usage import PricedUsage
 from test_ledger_support import T0, priced, trace_id
 
 
@@ -71,3 +75,66 @@ def test_a_span_sent_twice_in_one_batch_is_a_duplicate_span_not_a_sibling(ledger
     assert ledger.not_billable_counts() == {"duplicate_span": 2}
     sibling = priced(trace=trace, response_id="resp-1", start=T0 + 10)
     assert ledger.append(AppendBatch(rows=[sibling, sibling])).duplicate_responses == 1
+
+
+_SPAN = st.tuples(
+    st.sampled_from(["t1", "t2"]),  # trace
+    st.integers(0, 11),  # span (a span id stands for one span: its other fields follow from it)
+    st.sampled_from(["openai", "anthropic"]),
+    st.sampled_from([None, "r1", "r2"]),  # response id
+)
+
+
+def _span_row(trace: str, span: int, provider: str, response_id: str | None) -> PricedUsage:
+    start = T0 + span * 1_200 * 1_000_000_000  # 12 spans over 4 hours: buckets 0 to 4 apart
+    return priced(
+        trace=f"{trace:0>32}", span=f"{span:016x}", start=start, provider=provider, response_id=response_id
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_SPAN, max_size=10), min_size=1, max_size=4))
+def test_sibling_marks_match_the_rule_over_any_batches(
+    batches: list[list[tuple[str, int, str, str | None]]],
+) -> None:
+    """Stored ``duplicate_of`` marks and counts equal the rule applied row by row in arrival
+    order: a row duplicates the earliest billed row with its trace, provider and response id whose
+    bucket is at most one apart, unless that row is itself (redelivered spans are stored once)."""
+    ledger = SqliteLedger("sqlite:///:memory:")
+    # one span keeps its first fields: a redelivery repeats the span exactly
+    first_seen: dict[tuple[str, int], tuple[str, int, str, str | None]] = {}
+    originals: dict[tuple[str, str, str], list[tuple[int, str]]] = {}  # key -> (bucket, span id)
+    expected: dict[tuple[str, str], str | None] = {}  # (trace id, span id) -> duplicate_of
+    try:
+        for batch in batches:
+            rows = [_span_row(*first_seen.setdefault((t, s), (t, s, p, r))) for t, s, p, r in batch]
+            want = {"inserted": 0, "duplicate_responses": 0}
+            for row in rows:
+                u = row.usage
+                if (u.trace_id, u.span_id) in expected:
+                    continue  # stored already (earlier batch or earlier in this one)
+                mark = None
+                if u.response_id is not None:
+                    bucket = u.start_time_ns // RESPONSE_BUCKET_NS
+                    known = originals.setdefault((u.provider, u.response_id, u.trace_id), [])
+                    near = [span for b, span in known if abs(b - bucket) <= 1]
+                    if near:
+                        mark = near[0]  # known is in arrival order: the first is the earliest
+                    else:
+                        known.append((bucket, u.span_id))
+                expected[u.trace_id, u.span_id] = mark
+                want["inserted" if mark is None else "duplicate_responses"] += 1
+            result = ledger.append(AppendBatch(rows=rows))
+            assert (result.inserted, result.duplicate_responses) == (
+                want["inserted"],
+                want["duplicate_responses"],
+            )
+            assert result.duplicate_spans == len(rows) - sum(want.values())
+        with ledger._read() as conn:
+            stored = {
+                (t, s): d
+                for t, s, d in conn.execute("SELECT trace_id, span_id, duplicate_of FROM usage_rows")
+            }
+        assert stored == expected
+    finally:
+        ledger.close()

@@ -8,23 +8,22 @@ duplicates. "First" is deterministic: the earliest stored row, then batch order.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ResponseKey = tuple[str, str, str]  # provider, response_id, trace_id
 
 
-@dataclass(slots=True, frozen=True)
-class Candidate:
-    """A row of the batch that carries a response id."""
+class Candidate(NamedTuple):
+    """A row of the batch that carries a response id. (Named tuples: a batch makes hundreds of
+    these, and a frozen dataclass costs about three times as much to make.)"""
 
-    index: int  # position in the batch
+    position: int  # in the batch
     key: ResponseKey
     bucket: int
     span_id: str
 
 
-@dataclass(slots=True, frozen=True)
-class Original:
+class Original(NamedTuple):
     """A stored (or earlier-in-batch) row that is billed for its response id."""
 
     order: tuple[int, int]  # (0, seq) for stored rows, (1, batch index) for rows of this batch
@@ -45,12 +44,17 @@ def find_duplicates(
         originals.setdefault(key, []).append(original)
     duplicates: dict[int, str] = {}
     for cand in candidates:
-        known = originals.setdefault(cand.key, [])
-        matches = [o for o in known if abs(o.bucket - cand.bucket) <= 1]
-        if not matches:
-            known.append(Original(order=(1, cand.index), bucket=cand.bucket, span_id=cand.span_id))
+        this = Original(order=(1, cand.position), bucket=cand.bucket, span_id=cand.span_id)
+        known = originals.get(cand.key)
+        if known is None:  # the common case: the first row seen with its key
+            originals[cand.key] = [this]
             continue
-        first = min(matches, key=lambda o: o.order)
-        if first.span_id != cand.span_id:
-            duplicates[cand.index] = first.span_id
+        first: Original | None = None
+        for o in known:
+            if -1 <= o.bucket - cand.bucket <= 1 and (first is None or o.order < first.order):
+                first = o
+        if first is None:
+            known.append(this)
+        elif first.span_id != cand.span_id:
+            duplicates[cand.position] = first.span_id
     return duplicates

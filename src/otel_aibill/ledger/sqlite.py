@@ -13,13 +13,14 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import add, attrgetter, floordiv, is_not, itemgetter
-from typing import Any, cast
+from operator import attrgetter, floordiv, is_not, itemgetter
+from typing import Any, NamedTuple, cast
 
 from otel_aibill.ledger import money, rollup
 from otel_aibill.ledger.base import (
@@ -93,12 +94,11 @@ _USAGE = attrgetter("usage")
 _RESPONSE_ID_OF = attrgetter("response_id")
 _SPAN_OF = attrgetter("start_time_ns", "trace_id", "span_id")
 _RESPONSE_FIELDS = attrgetter("provider", "response_id", "trace_id", "span_id", "start_time_ns")
-_KEY_SPAN = itemgetter(5, 3, 4)  # of a _response_keys tuple: start, trace id, span id
-_RESPONSE_KEY = itemgetter(1, 2, 3)  # provider, response id, trace id
-_BUCKET = itemgetter(6)
-_ID_OF_KEY = itemgetter(1)
-_FIELD_START = itemgetter(4)  # of a _RESPONSE_FIELDS tuple
+_FIELD_SPAN = itemgetter(4, 2, 3)  # of a _RESPONSE_FIELDS tuple: start, trace id, span id
+_FIELD_KEY = itemgetter(0, 1, 2)  # provider, response id, trace id (a ResponseKey)
+_FIELD_START = itemgetter(4)
 _FIELD_TEXTS = itemgetter(0, 1, 2, 3)
+_ID_OF_KEY = itemgetter(1)
 _UINT64 = struct.Struct("Q").pack
 _JOIN = "".join  # TypeError unless every item is a str
 _PAGE_SIZE = 16_384  # new databases only; fewer page writes a commit than 4096 (measured ~+8%)
@@ -276,7 +276,7 @@ class SqliteLedger:
         repeated = 0
         # A span sent twice in one batch: the insert's conflict clause drops the second copy,
         # but copies that carry a response id must go first, or they would look like siblings.
-        if responses and len(set(map(_KEY_SPAN, responses))) < len(responses):
+        if responses and len(set(map(_FIELD_SPAN, responses.fields))) < len(responses.fields):
             try:
                 unique = _first_of_each_span(rows)
             except TypeError:  # an unhashable id: the row's checks name it
@@ -749,15 +749,15 @@ def _known_trace_customers(conn: sqlite3.Connection, trace_ids: list[str]) -> di
 
 
 def _stored_responses(
-    conn: sqlite3.Connection, wanted: set[ResponseKey], responses: list[tuple[Any, ...]]
+    conn: sqlite3.Connection, wanted: set[ResponseKey], batch_buckets: Iterable[int]
 ) -> tuple[dict[ResponseKey, list[Original]], set[tuple[int, str, str]]]:
-    """Stored billed rows sharing a key with the batch (buckets at most one apart), and the
-    span keys of every stored row with one of the batch's response ids.
+    """Stored billed rows sharing a key with the batch (buckets at most one apart from one of
+    ``batch_buckets``), and the span keys of every stored row with one of the batch's response ids.
 
     Equality probes on ``usage_response``: the WHERE names both index columns with ``=``/``IN``
     and nothing else about them, or the planner turns the lookup into a scan of whole buckets.
     """
-    buckets = sorted({b + d for b in set(map(_BUCKET, responses)) for d in (-1, 0, 1)})
+    buckets = sorted({b + d for b in set(batch_buckets) for d in (-1, 0, 1)})
     response_ids = sorted(set(map(_ID_OF_KEY, wanted)))
     stored: dict[ResponseKey, list[Original]] = {}
     stored_spans: set[tuple[int, str, str]] = set()
@@ -786,16 +786,26 @@ def _first_of_each_span(rows: list[PricedUsage]) -> list[PricedUsage]:
     return out
 
 
-def _response_keys(rows: list[PricedUsage], now: int) -> list[tuple[Any, ...]]:
-    """(index, provider, response_id, trace_id, span_id, start, bucket) of each row carrying a
-    response id: what sibling detection needs, before the rows' parameters are built. (In OTLP
-    batches every row has one, so this is C-level calls over the whole batch.)"""
+class Responses(NamedTuple):
+    """The rows of a batch that carry a response id, as parallel lists (no tuple a row beyond
+    its fields): what sibling detection needs, before the rows' parameters are built."""
+
+    indexes: Sequence[int]
+    """Each one's position in the batch."""
+    fields: list[tuple[Any, ...]]
+    """Each one's provider, response id, trace id, span id and start (``_RESPONSE_FIELDS``)."""
+    buckets: list[int]
+
+
+def _response_keys(rows: list[PricedUsage], now: int) -> Responses | None:
+    """The ``Responses`` of ``rows``; None if no row has a response id. (In OTLP batches every
+    row has one, so this is C-level calls over the whole batch.)"""
     usages = list(map(_USAGE, rows))
     response_ids = list(map(_RESPONSE_ID_OF, usages))
     missing = response_ids.count(None)
     if missing == len(response_ids):
-        return []
-    indexes: Iterable[int] = range(len(rows))
+        return None
+    indexes: Sequence[int] = range(len(rows))
     if missing:
         mask = list(map(is_not, response_ids, repeat(None)))
         indexes, usages = list(compress(indexes, mask)), list(compress(usages, mask))
@@ -814,45 +824,39 @@ def _response_keys(rows: list[PricedUsage], now: int) -> list[tuple[Any, ...]]:
                     f" a string, got {f[1]!r}"
                 ) from None
         raise
-    return list(map(add, zip(indexes), map(add, fields, zip(buckets))))
+    return Responses(indexes, fields, buckets)
 
 
 def _sibling_duplicates(
-    conn: sqlite3.Connection, responses: list[tuple[Any, ...]], n: int
+    conn: sqlite3.Connection, responses: Responses | None, n: int
 ) -> tuple[list[str | None], int, int]:
     """``duplicate_of`` for each of the ``n`` rows (the span id of the row already billed for the
     same response, else None), the number of rows marked, and how many of those are stored already
     (a stored duplicate being redelivered is a duplicate span, not a new duplicate response).
 
-    Most rows carry a response id no other row has: unless a key is seen twice (in the batch or
-    stored), nothing goes through ``find_duplicates``.
+    Most rows carry a response id no other row has: only the rows whose key is seen twice (in
+    the batch or stored) go through ``find_duplicates``, picked out with C-level calls.
     """
     duplicate_of: list[str | None] = [None] * n
-    if not responses:
+    if responses is None:
         return duplicate_of, 0, 0
-    keys = list(map(_RESPONSE_KEY, responses))
+    indexes, fields, buckets = responses
+    keys = list(map(_FIELD_KEY, fields))
     wanted = set(keys)
-    stored, stored_spans = _stored_responses(conn, wanted, responses)
+    stored, stored_spans = _stored_responses(conn, wanted, buckets)
     if len(wanted) == len(keys) and not stored:
         return duplicate_of, 0, 0
-    by_key: dict[ResponseKey, list[tuple[Any, ...]]] = {}
-    for key, r in zip(keys, responses, strict=True):
-        by_key.setdefault(key, []).append(r)
-    candidates = [
-        Candidate(index=r[0], key=key, bucket=r[6], span_id=r[4])
-        for key, same in by_key.items()
-        if len(same) > 1 or key in stored
-        for r in same
-    ]
-    candidates.sort(key=lambda c: c.index)
+    seen_twice = {key for key, count in Counter(keys).items() if count > 1}.union(stored)
+    involved = list(compress(range(len(keys)), map(seen_twice.__contains__, keys)))
+    candidates = [Candidate(indexes[i], keys[i], buckets[i], fields[i][3]) for i in involved]
     duplicates = find_duplicates(
         candidates, ((key, original) for key, originals in stored.items() for original in originals)
     )
-    spans = {r[0]: (r[5], r[3], r[4]) for key in {c.key for c in candidates} for r in by_key[key]}
+    span_of = {indexes[i]: _FIELD_SPAN(fields[i]) for i in involved}
     already = 0
     for index, original in duplicates.items():
         duplicate_of[index] = original
-        already += spans[index] in stored_spans
+        already += span_of[index] in stored_spans
     return duplicate_of, len(duplicates), already
 
 
