@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import attrgetter, floordiv, is_not, itemgetter
+from operator import attrgetter, floordiv, is_, is_not, itemgetter
 from typing import Any, NamedTuple, cast
 
 from otel_aibill.ledger import money, rollup
@@ -888,9 +888,9 @@ def _duplicates_last(
     if duplicate_of.count(None) == len(rows):
         parts: list[tuple[list[PricedUsage], list[str | None] | None]] = [(rows, None)]
     else:
-        unmarked = [row for row, mark in zip(rows, duplicate_of, strict=True) if mark is None]
-        marked = [(row, mark) for row, mark in zip(rows, duplicate_of, strict=True) if mark is not None]
-        parts = [(unmarked, None), ([row for row, _ in marked], [mark for _, mark in marked])]
+        unmarked = list(compress(rows, map(is_, duplicate_of, repeat(None))))
+        # marks are span ids, never empty: the truthy ones are the marked rows
+        parts = [(unmarked, None), (list(compress(rows, duplicate_of)), list(filter(None, duplicate_of)))]
     for part, marks in parts:
         for first, count in _groups(len(part), size):
             yield part[first : first + count], None if marks is None else marks[first : first + count]
