@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import GENERAL_COLUMNS, INSERT_COLUMNS, PLAIN_COLUMNS, extend_params, to_params
-from otel_aibill.ledger.sqlite import _groups
+from otel_aibill.ledger.sqlite import _duplicates_last, _groups
 from otel_aibill.usage import PricedUsage, PriceStatus
 from test_ledger_support import HOUR, T0, priced, usage
 
@@ -197,3 +197,25 @@ def test_what_the_statement_fills_in_equals_the_row_conversion(ledger: SqliteLed
     assert sum(d is not None for d in marked.values()) == result.duplicate_responses
     times = {row[5] for row in stored}
     assert len(times) == 2 and all(before <= t <= after for t in times)  # one time per append
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.sampled_from(["", "a", "b"])), max_size=70), st.sampled_from([8, 16, 32])
+)
+def test_duplicates_go_last_in_groups_of_their_own(marks: list[str | None], size: int) -> None:
+    """Every row once: the unmarked ones in order, then the marked ones in order with their
+    marks (even an empty one), no group mixing the two."""
+    rows = [priced(start=T0 + i) for i in range(len(marks))]
+    groups = list(_duplicates_last(rows, marks, size))
+    flat = [
+        (row, mark)
+        for group, group_marks in groups
+        for row, mark in zip(group, group_marks or [None] * len(group), strict=True)
+    ]
+    expected = [(r, m) for r, m in zip(rows, marks, strict=True) if m is None]
+    expected += [(r, m) for r, m in zip(rows, marks, strict=True) if m is not None]
+    assert flat == expected
+    for group, group_marks in groups:
+        assert 0 < len(group) <= size
+        assert group_marks is None or None not in group_marks

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain, compress, repeat
-from operator import attrgetter, floordiv, is_, is_not, itemgetter
+from operator import attrgetter, floordiv, is_not, itemgetter, not_
 from typing import Any, NamedTuple, cast
 
 from otel_aibill.ledger import money, rollup
@@ -888,9 +888,11 @@ def _duplicates_last(
     if duplicate_of.count(None) == len(rows):
         parts: list[tuple[list[PricedUsage], list[str | None] | None]] = [(rows, None)]
     else:
-        unmarked = list(compress(rows, map(is_, duplicate_of, repeat(None))))
-        # marks are span ids, never empty: the truthy ones are the marked rows
-        parts = [(unmarked, None), (list(compress(rows, duplicate_of)), list(filter(None, duplicate_of)))]
+        marked = list(map(is_not, duplicate_of, repeat(None)))
+        parts = [
+            (list(compress(rows, map(not_, marked))), None),
+            (list(compress(rows, marked)), list(compress(duplicate_of, marked))),
+        ]
     for part, marks in parts:
         for first, count in _groups(len(part), size):
             yield part[first : first + count], None if marks is None else marks[first : first + count]
