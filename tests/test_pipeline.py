@@ -7,6 +7,7 @@ Spans go through the real pipeline into a real SQLite ledger; the comparisons ar
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -245,3 +246,31 @@ def test_isolate_raises_a_failure_that_is_not_the_data(ledgers: Any) -> None:
 )
 def test_first_str_reads_text_that_is_not_unicode_as_absent(value: str, expected: str) -> None:
     assert first_str({"a": value, "b": "fallback"}, ("a", "b")) == expected
+
+
+def test_sweep_forgets_trace_customers_after_their_retention(ledgers: Any) -> None:
+    """Within the retention a trace's customer attributes its later usage; once the sweep has
+    run past it, the ledger no longer knows the trace, and later usage that reaches another
+    pipeline (another process, or after a restart; a pipeline's own cache of recent traces is
+    bounded by size, not time) waits as pending."""
+    ledger = ledgers()
+    pipeline = Pipeline(ledger, CONFIG)
+    pipeline.ingest([span(1, 1, {"customer.id": "acme"}), span(2, 1, {"customer.id": "globex"})])
+    retention = CONFIG.attribution.trace_customer_retention_seconds * 1_000_000_000
+    now = time.time_ns()
+    assert pipeline.sweep(now) == 0
+    pipeline.ingest([span(1, 2, chat())])
+    assert stored(ledger)[f"{1:032x}", f"{2:016x}"][0] == "acme"
+    pipeline.sweep(now + retention + 60 * 1_000_000_000)
+    assert ledger.trace_customers([f"{1:032x}", f"{2:016x}"]) == {}
+    Pipeline(ledger, CONFIG).ingest([span(2, 2, chat())])
+    assert stored(ledger)[f"{2:032x}", f"{2:016x}"][0] is None  # pending: the customer was forgotten
+
+
+def test_trace_customer_retention_cannot_be_shorter_than_the_grace() -> None:
+    with pytest.raises(ValueError, match="at least pending_grace_seconds"):
+        Config.model_validate(
+            {"attribution": {"pending_grace_seconds": 900, "trace_customer_retention_seconds": 600}}
+        )
+    config = Config.model_validate({"attribution": {"trace_customer_retention_seconds": 900}})
+    assert config.attribution.trace_customer_retention_seconds == 900

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -285,3 +286,37 @@ def test_config_refuses_prices_that_would_bill_wrongly(tmp_path: Path, toml: str
     path.write_text(toml, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_a_running_processor_sweeps_without_shutting_down(db: str) -> None:
+    """A long-running host never shuts down: its pending usage still becomes "unattributed"
+    after the grace, and old trace customers are forgotten, by the worker's periodic sweep."""
+    config = Config(
+        db=db,
+        attribution={"pending_grace_seconds": 0, "trace_customer_retention_seconds": 0},
+        processor=ProcessorConfig(flush_interval_ms=20, sweep_interval_seconds=0.05),
+    )
+    provider, processor = make(db, config)
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("root", attributes={"customer.id": "acme"}):
+        pass
+    with tracer.start_as_current_span("chat", attributes=CHAT):
+        pass
+    processor.force_flush()
+    ledger = open_ledger(db)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            [row] = ledger.rows()
+            if row.priced.usage.customer is not None and not ledger.trace_customers(
+                [s.priced.usage.trace_id for s in ledger.rows()]
+            ):
+                break
+            time.sleep(0.05)
+        assert row.priced.usage.customer == UNATTRIBUTED  # its trace named no customer
+        with ledger._read() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("SELECT count(*) FROM trace_customers").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM trace_customers_recent").fetchone()[0] == 0
+    finally:
+        ledger.close()
+        provider.shutdown()

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_DB = "sqlite:///aibill.db"
 DEFAULT_CUSTOMER_KEYS = ("stripe.customer.id", "customer.id", "tenant.id", "enduser.id", "user.id")
@@ -36,6 +36,20 @@ class AttributionConfig(_Strict):
     """Baggage entries the in-process processor copies onto every span at start."""
     pending_grace_seconds: int = Field(default=900, ge=0)
     """How long usage waits for its trace's customer before it is kept as "unattributed"."""
+    trace_customer_retention_seconds: int = Field(default=3_600, ge=0)
+    """How long a trace's customer is remembered, for usage of the trace that comes later; the
+    sweep forgets older ones, which keeps the ledger's trace customer table (and the cost of
+    adding to it) bounded. At least ``pending_grace_seconds``: pending usage is attributed
+    through it until then."""
+
+    @model_validator(mode="after")
+    def _retention_covers_grace(self) -> AttributionConfig:
+        if self.trace_customer_retention_seconds < self.pending_grace_seconds:
+            raise ValueError(
+                "attribution.trace_customer_retention_seconds must be at least pending_grace_seconds"
+                f" ({self.trace_customer_retention_seconds} < {self.pending_grace_seconds})"
+            )
+        return self
 
 
 class PriceOverride(_Strict):
@@ -88,6 +102,9 @@ class ProcessorConfig(_Strict):
     on_full: Literal["drop", "block"] = "drop"
     batch_size: int = Field(default=512, ge=1)
     flush_interval_ms: int = Field(default=500, ge=1)
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often the worker keeps pending usage past its grace as "unattributed" and forgets old
+    trace customers (also done at shutdown)."""
 
 
 class Config(BaseModel):

@@ -294,14 +294,16 @@ class Pipeline:
         return self.ledger.set_attribution(updates) if updates else 0
 
     def sweep(self, now_ns: int | None = None) -> int:
-        """Keep usage that waited past the grace period under the "unattributed" customer."""
+        """Keep usage that waited past the grace period under the "unattributed" customer (returns
+        how many rows), then forget trace customers older than their retention."""
         now_ns = time.time_ns() if now_ns is None else now_ns
-        cutoff = now_ns - self.config.attribution.pending_grace_seconds * 1_000_000_000
+        attribution = self.config.attribution
+        cutoff = now_ns - attribution.pending_grace_seconds * 1_000_000_000
         total = 0
         while True:
             pending = self.ledger.pending_attribution(started_before_ns=cutoff, limit=5_000)
             if not pending:
-                return total
+                break
             known = self.ledger.trace_customers({row.priced.usage.trace_id for row in pending})
             customers = {
                 row.priced.usage.trace_id: known.get(row.priced.usage.trace_id, UNATTRIBUTED)
@@ -310,7 +312,11 @@ class Pipeline:
             done = self._attribute(pending, customers)
             total += done
             if done == 0:
-                return total
+                break
+        self.ledger.expire_trace_customers(
+            now_ns - attribution.trace_customer_retention_seconds * 1_000_000_000
+        )
+        return total
 
 
 # -- failure isolation -------------------------------------------------------------------------

@@ -97,6 +97,10 @@ class Ledger(Protocol):
 
     def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]: ...
 
+    def expire_trace_customers(self, seen_before_ns: int) -> int:
+        """Forget the customers of traces first stored before ``seen_before_ns``; returns how many."""
+        ...
+
     def pending_attribution(
         self,
         trace_ids: Iterable[str] | None = None,

@@ -283,4 +283,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             ") WITHOUT ROWID",
         ),
     ),
+    Migration(
+        8,
+        "trace customers expire: their first-seen time indexed",
+        ("CREATE INDEX trace_customers_seen ON trace_customers (first_seen_ns)",),
+    ),
 )

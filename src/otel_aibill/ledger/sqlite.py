@@ -436,6 +436,19 @@ class SqliteLedger:
             conn.execute("DELETE FROM trace_customers_recent")
         return tuple(new)
 
+    def expire_trace_customers(self, seen_before_ns: int) -> int:
+        """Forget the customers of traces first stored before ``seen_before_ns`` (both tables).
+
+        Without this the large table only grows, and each merge into it rewrites most of its
+        pages once it has more pages than the merge has keys (``bench_trace_merge.py``)."""
+        with self._write() as conn:
+            expired = 0
+            for table in ("trace_customers", "trace_customers_recent"):
+                expired += conn.execute(
+                    f"DELETE FROM {table} WHERE first_seen_ns < ?", (seen_before_ns,)
+                ).rowcount
+            return expired
+
     def set_attribution(self, updates: Sequence[Attribution]) -> int:
         """Attribute pending rows; rows already attributed are left alone (first attribution wins).
 
