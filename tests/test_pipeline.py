@@ -274,3 +274,7 @@ def test_trace_customer_retention_cannot_be_shorter_than_the_grace() -> None:
         )
     config = Config.model_validate({"attribution": {"trace_customer_retention_seconds": 900}})
     assert config.attribution.trace_customer_retention_seconds == 900
+    # not set: the default (an hour) follows a longer grace instead of refusing it
+    assert Config().attribution.trace_customer_retention_seconds == 3_600
+    longer = Config.model_validate({"attribution": {"pending_grace_seconds": 7_200}})
+    assert longer.attribution.trace_customer_retention_seconds == 7_200

@@ -40,10 +40,17 @@ class AttributionConfig(_Strict):
     """How long a trace's customer is remembered, for usage of the trace that comes later; the
     sweep forgets older ones, which keeps the ledger's trace customer table (and the cost of
     adding to it) bounded. At least ``pending_grace_seconds``: pending usage is attributed
-    through it until then."""
+    through it until then (when not set, a longer grace raises it to the grace)."""
 
     @model_validator(mode="after")
     def _retention_covers_grace(self) -> AttributionConfig:
+        if "trace_customer_retention_seconds" not in self.model_fields_set:
+            # frozen model: the default follows a grace set longer than it
+            object.__setattr__(
+                self,
+                "trace_customer_retention_seconds",
+                max(self.trace_customer_retention_seconds, self.pending_grace_seconds),
+            )
         if self.trace_customer_retention_seconds < self.pending_grace_seconds:
             raise ValueError(
                 "attribution.trace_customer_retention_seconds must be at least pending_grace_seconds"
