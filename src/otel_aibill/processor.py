@@ -153,7 +153,6 @@ class BillingSpanProcessor(SpanProcessor):
         self._block = pc.on_full == "block"
         self._batch = pc.batch_size
         self._interval = pc.flush_interval_ms / 1000
-        self._sweep_interval = pc.sweep_interval_seconds
         self._baggage = BaggageToAttributes(self.config.attribution.baggage_keys)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
         self._shutdown = False
@@ -229,7 +228,7 @@ class BillingSpanProcessor(SpanProcessor):
     # -- worker --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        sweeps = _Sweeps(self._sweep_interval)
+        sweeps = _Sweeps(self.config.processor.sweep_interval_seconds)
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
