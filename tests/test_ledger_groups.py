@@ -3,6 +3,7 @@ every batch size, errors in any group, and the parameters equal to the row-by-ro
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import GENERAL_COLUMNS, INSERT_COLUMNS, PLAIN_COLUMNS, extend_params, to_params
-from otel_aibill.ledger.sqlite import _duplicates_last, _groups
+from otel_aibill.ledger.sqlite import _duplicates_last, _groups, _insert_sql
 from otel_aibill.usage import PricedUsage, PriceStatus
 from test_ledger_support import HOUR, T0, priced, usage
 
@@ -197,6 +198,19 @@ def test_what_the_statement_fills_in_equals_the_row_conversion(ledger: SqliteLed
     assert sum(d is not None for d in marked.values()) == result.duplicate_responses
     times = {row[5] for row in stored}
     assert len(times) == 2 and all(before <= t <= after for t in times)  # one time per append
+
+
+@pytest.mark.parametrize("plain", [True, False])
+@pytest.mark.parametrize("rows", [1, 8, 256])
+def test_insert_statements_number_no_parameter_but_the_time(rows: int, plain: bool) -> None:
+    """Every row value is an anonymous ``?`` used once, and only the append's time is ``?1``:
+    SQLite looks numbered parameters up one by one in a list of all of them, so a statement of
+    thousands of them (each used twice) took 25 times longer to prepare."""
+    sql = _insert_sql(rows, plain)
+    width = len(PLAIN_COLUMNS if plain else GENERAL_COLUMNS)
+    assert re.findall(r"\?\d+", sql) == ["?1"]
+    assert sql.count("?") == 1 + rows * width
+    assert sql.index("?1") < sql.index("?,")  # the time comes first, so the row values are ?2...
 
 
 @settings(max_examples=200, deadline=None)

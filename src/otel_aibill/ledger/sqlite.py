@@ -914,22 +914,28 @@ def _duplicates_last(
 @lru_cache(maxsize=32)
 def _insert_sql(rows: int, plain: bool) -> str:
     """The insert of ``rows`` rows, each bound as ``PLAIN_COLUMNS`` or ``GENERAL_COLUMNS``
-    (``extend_params``), after ``?1``, the append's time: the statement fills in the rest."""
+    (``extend_params``), after ``?1``, the append's time: the statement fills in the rest.
+
+    The rows are a ``VALUES`` list of anonymous parameters, selected from as ``column1``...
+    so that no parameter is named or used twice: SQLite finds a numbered parameter
+    (``?17``) by a linear search of the statement's named ones, so preparing a statement of a few
+    thousand of them, each row's used again in its status and bucket, took ~27 ms (a first append
+    of ~110 ms), against ~1 ms this way; inserting costs the same."""
     bound = PLAIN_COLUMNS if plain else GENERAL_COLUMNS
-    numbers = iter(range(2, 2 + rows * len(bound)))
-    values = []
-    for _ in range(rows):
-        param = {c: f"?{next(numbers)}" for c in bound}
-        filled = {
-            "duplicate_of": "NULL",
-            "status": f"CASE WHEN {param['cost']} IS NULL THEN 'unpriced' ELSE 'priced' END",
-            "ingested_at_ns": "?1",
-            "resp_bucket": f"CASE WHEN {param['response_id']} IS NULL THEN NULL"
-            f" ELSE {param['start_time_ns']} / {RESPONSE_BUCKET_NS} END",
-        }
-        values.append(f"({', '.join(param.get(c) or filled[c] for c in ROW_COLUMNS)})")
-    columns = ", ".join(ROW_COLUMNS)
-    return f"INSERT INTO usage_rows ({columns}) VALUES {', '.join(values)} ON CONFLICT DO NOTHING"
+    value = {c: f"column{i}" for i, c in enumerate(bound, 1)}
+    filled = {
+        "duplicate_of": "NULL",
+        "status": f"CASE WHEN {value['cost']} IS NULL THEN 'unpriced' ELSE 'priced' END",
+        "ingested_at_ns": "?1",
+        "resp_bucket": f"CASE WHEN {value['response_id']} IS NULL THEN NULL"
+        f" ELSE {value['start_time_ns']} / {RESPONSE_BUCKET_NS} END",
+    }
+    selected = ", ".join(value.get(c) or filled[c] for c in ROW_COLUMNS)
+    row = f"({', '.join('?' * len(bound))})"
+    return (
+        f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) SELECT {selected}"
+        f" FROM (VALUES {', '.join([row] * rows)}) WHERE true ON CONFLICT DO NOTHING"
+    )
 
 
 _DIM_GROUPS = frozenset(("provider", "model", "operation"))
