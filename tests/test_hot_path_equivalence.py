@@ -10,6 +10,7 @@ sides get the recorded instrumentation spans, generated spans and generated batc
 from __future__ import annotations
 
 import dataclasses
+import operator
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from otel_aibill.pipeline import IngestResult, Pipeline, Prepared
 from otel_aibill.pricing import Pricer
 from otel_aibill.pricing.catalog import Miss
 from otel_aibill.pricing.rates import UsageError
-from otel_aibill.records import replacer, slot_constructor
+from otel_aibill.records import attribute_reader, replacer, slot_constructor
 from otel_aibill.semconv import extract, genai
 from otel_aibill.semconv.counts import Counts
 from otel_aibill.semconv.genai import COUNT_FIELDS, TokenKeys
@@ -307,6 +308,24 @@ def test_replacers_replace_as_dataclasses_replace() -> None:
         assert with_billing(priced, usage, Decimal(2), None) == replace(
             priced, usage=usage, billed=Decimal(2), markup_rule=None
         )
+
+
+def test_attribute_readers_read_as_attrgetter() -> None:
+    rng = random.Random(5)
+    rows = [
+        PricedUsage(**{**values_for(PricedUsage, rng), "usage": UsageRecord(**values_for(UsageRecord, rng))})
+        for _ in range(50)
+    ]
+    paths = ("usage.model", "cost", "usage.customer", "markup_rule", "usage.trace_id")
+    expected = list(map(operator.attrgetter(*paths), rows))
+    assert attribute_reader(*paths)(rows) == expected
+    assert attribute_reader("cost")(rows) == [(row.cost,) for row in rows]  # one path: 1-tuples
+    assert attribute_reader(*paths)([]) == []
+    with pytest.raises(AttributeError):
+        attribute_reader("usage.nope")(rows)
+    for bad in ("usage.model)] + [(1", "a..b", "", "x.1"):
+        with pytest.raises(ValueError, match="not an attribute path"):
+            attribute_reader(bad)
 
 
 def test_classes_the_fast_constructor_cannot_build_fall_back_to_themselves() -> None:

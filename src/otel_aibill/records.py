@@ -1,4 +1,4 @@
-"""A faster constructor for the frozen, slotted result records.
+"""Faster constructors and readers for the frozen, slotted result records.
 
 The generated frozen ``__init__`` routes every field through ``object.__setattr__`` (~65 ns a
 field). The constructor made here is a plain class with the same slots, whose ``__init__`` stores
@@ -8,11 +8,12 @@ classes whose instances have the same memory layout (same base, same slot names;
 out in sorted name order), and checks it on every assignment, so the result is a genuine record,
 equal to the one the dataclass would build, in about a fifth of its time. This matters for
 records built once per billed span (and for ``SpanView``, once per decoded span).
+``attribute_reader`` reads many records' fields at once, for the rows the ledger stores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -86,3 +87,23 @@ def replacer(cls: type[T], *names: str) -> Callable[..., T]:
     exec(compile(source, f"<replace {cls.__qualname__}>", "exec"), namespace)  # field names only
     replace: Callable[..., T] = namespace["replace"]
     return replace
+
+
+def attribute_reader(*paths: str) -> Callable[[Iterable[Any]], list[tuple[Any, ...]]]:
+    """``lambda items: [tuple(attrgetter(*paths)(item)) ...]`` for dotted ``paths``
+    (``"usage.model"``), as generated code that reads each attribute by name in a list display.
+
+    The interpreter specializes an attribute read it executes repeatedly (for a slotted record,
+    to a check of the type and a read at a fixed offset), which ``attrgetter`` cannot: it looks
+    each name up through the type every time. For the ledger's rows this reads their fields
+    about three times as fast, and an append reads some 30 fields of every row.
+    """
+    for path in paths:
+        if not all(part.isidentifier() for part in path.split(".")):
+            raise ValueError(f"not an attribute path: {path!r}")
+    items = ", ".join(f"item.{path}" for path in paths)
+    source = f"def read(items):\n    return [({items},) for item in items]\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<attribute reader>", "exec"), namespace)  # identifiers only
+    read: Callable[[Iterable[Any]], list[tuple[Any, ...]]] = namespace["read"]
+    return read

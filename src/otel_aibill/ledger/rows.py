@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, repeat, starmap
-from operator import add, attrgetter, itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NoReturn
 
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
 from otel_aibill.ledger.schema import DIM_COLUMNS, RESPONSE_BUCKET_NS
+from otel_aibill.records import attribute_reader
 from otel_aibill.usage import TOKEN_FIELDS, PricedUsage, PriceStatus, UsageRecord
 
 INT64_MAX = 2**63 - 1
@@ -88,14 +89,12 @@ _USAGE_FIELD_NAMES = frozenset(UsageRecord.__slots__)
 _USAGE_DIMS = tuple(c for c in DIM_COLUMNS if c in _USAGE_FIELD_NAMES)
 _PRICED_DIMS = tuple(c for c in DIM_COLUMNS if c not in _USAGE_FIELD_NAMES)
 assert (*_USAGE_DIMS, *_PRICED_DIMS) == DIM_COLUMNS  # so a key is the usage part, then the priced part
-_DIM_USAGE = attrgetter(*_USAGE_DIMS)
-_DIM_PRICED = attrgetter(*_PRICED_DIMS)
+_DIM_KEYS = attribute_reader(*(f"usage.{c}" for c in _USAGE_DIMS), *_PRICED_DIMS)
 
 
 def dim_keys(rows: Sequence[PricedUsage]) -> list[tuple[Any, ...]]:
-    """The ``DIM_COLUMNS`` values of each row (which ``dims`` row it refers to), with C-level
-    calls only."""
-    return list(map(add, map(_DIM_USAGE, map(attrgetter("usage"), rows)), map(_DIM_PRICED, rows)))
+    """The ``DIM_COLUMNS`` values of each row (which ``dims`` row it refers to)."""
+    return _DIM_KEYS(rows)
 
 
 SELECT_COLUMNS = (
@@ -129,14 +128,12 @@ _RESPONSE_ID = INSERT_COLUMNS.index("response_id")
 _START = INSERT_COLUMNS.index("start_time_ns")
 _UNITS = money.units
 _NOT_FINITE = frozenset("Ny")  # str() of NaN, sNaN, Infinity end with these; finite ones with a digit
-_USAGE = attrgetter("usage")
-_ROW_USAGE = attrgetter(*ROW_COLUMNS[: ROW_COLUMNS.index("status")])
+_ROW_FIELDS = attribute_reader(*(f"usage.{c}" for c in ROW_COLUMNS[: ROW_COLUMNS.index("status")]))
 _ROW_IDS = itemgetter(0, 1)  # trace_id, span_id
 _ROW_INTS = itemgetter(3, 4, *range(5, 5 + len(TOKEN_FIELDS)))  # start, end, tokens
 _ROW_CUSTOMER = itemgetter(ROW_COLUMNS.index("customer"))
 _OWN_OF_PARAMS = itemgetter(*(INSERT_COLUMNS.index(c) for c in PLAIN_COLUMNS[:-1]))  # up to dim_id
 assert PLAIN_COLUMNS[:-1] == GENERAL_COLUMNS[:-2]  # then the general ones add duplicate_of
-_AMOUNTS = attrgetter("status", "cost", "billed", "markup_rule")
 _PRICED = PriceStatus.PRICED
 
 
@@ -193,7 +190,7 @@ def extend_params(
     amounts, is converted inline; any other row goes through ``to_params``. Integers of 2^63 and
     more pass here and are refused by SQLite when bound (``diagnose`` names them).
     """
-    fields = list(map(_ROW_USAGE, map(_USAGE, rows)))
+    fields = _ROW_FIELDS(rows)
     texts = list(chain.from_iterable(map(_ROW_IDS, fields)))
     try:
         _JOIN(texts)
@@ -207,8 +204,10 @@ def extend_params(
     units = _UNITS
     duplicates = duplicate_of or repeat(None)
     for f, priced, duplicate, dim_id in zip(fields, rows, duplicates, dim_ids, strict=False):
-        status, cost, billed, markup_rule = _AMOUNTS(priced)
-        if status is _PRICED and type(cost) is Decimal and type(billed) is Decimal:
+        cost = priced.cost
+        billed = priced.billed
+        markup_rule = priced.markup_rule
+        if priced.status is _PRICED and type(cost) is Decimal and type(billed) is Decimal:
             cost_text = str(cost)
             billed_text = str(billed)
             if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:

@@ -54,6 +54,7 @@ from otel_aibill.ledger.schema import DIM_COLUMNS, MIGRATIONS, RESPONSE_BUCKET_N
 from otel_aibill.ledger.stepper import Running, Stepper
 from otel_aibill.ledger.summary import DAY_NS, PENDING_CUSTOMER, Part, SummaryBuilder, group_expressions, plan
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
+from otel_aibill.records import attribute_reader
 from otel_aibill.usage import NotBillableReason, PricedUsage
 
 _log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ _ATTRIBUTABLE = (
 _USAGE = attrgetter("usage")
 _RESPONSE_ID_OF = attrgetter("response_id")
 _SPAN_OF = attrgetter("start_time_ns", "trace_id", "span_id")
-_RESPONSE_FIELDS = attrgetter("provider", "response_id", "trace_id", "span_id", "start_time_ns")
+_RESPONSE_FIELDS = attribute_reader("provider", "response_id", "trace_id", "span_id", "start_time_ns")
 _FIELD_SPAN = itemgetter(4, 2, 3)  # of a _RESPONSE_FIELDS tuple: start, trace id, span id
 _FIELD_KEY = itemgetter(0, 1, 2)  # provider, response id, trace id (a ResponseKey)
 _FIELD_START = itemgetter(4)
@@ -822,7 +823,7 @@ def _response_keys(rows: list[PricedUsage], now: int) -> Responses | None:
     if missing:
         mask = list(map(is_not, response_ids, repeat(None)))
         indexes, usages = list(compress(indexes, mask)), list(compress(usages, mask))
-    fields = list(map(_RESPONSE_FIELDS, usages))
+    fields = _RESPONSE_FIELDS(usages)
     try:
         all(map(_UINT64, map(_FIELD_START, fields)))
         buckets = list(map(floordiv, map(_FIELD_START, fields), repeat(RESPONSE_BUCKET_NS)))
