@@ -323,7 +323,7 @@ def test_attribute_readers_read_as_attrgetter() -> None:
     assert attribute_reader(*paths)([]) == []
     with pytest.raises(AttributeError):
         attribute_reader("usage.nope")(rows)
-    for bad in ("usage.model)] + [(1", "a..b", "", "x.1"):
+    for bad in ("usage.model)] + [(1", "a..b", "", "x.1", "usage.class"):
         with pytest.raises(ValueError, match="not an attribute path"):
             attribute_reader(bad)
 
