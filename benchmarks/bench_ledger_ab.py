@@ -8,6 +8,9 @@ processes of the two versions alternate, so drift hits both alike. Compare the m
 
     git worktree add ../before <commit>
     python benchmarks/bench_ledger_ab.py --before ../before --rounds 6 --rows 200000
+
+``--shape mix`` or ``recv`` appends the batches of ``bench_ledger.py``'s ``ledger-mix`` or
+``ledger-recv`` variant instead (the baseline inserts the same rows either way).
 """
 
 from __future__ import annotations
@@ -26,15 +29,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def child(rows_total: int, batch: int) -> None:
+def child(rows_total: int, batch: int, shape: str) -> None:
     """One measurement, with whatever ``otel_aibill`` and ``bench_ledger`` are importable."""
-    from bench_ledger import DAY_NS, INSERT_COLUMNS, make_batch, raw_table
+    from bench_ledger import DAY_NS, INSERT_COLUMNS, make_batch, mixed, raw_table, receiver_shaped
 
     from otel_aibill.ledger import AppendBatch, SqliteLedger
     from otel_aibill.ledger.rows import to_params
 
     rng = random.Random(7)
     batches = [make_batch(rng, i, batch, DAY_NS // (rows_total * 3)) for i in range(0, rows_total, batch)]
+    appends = [
+        receiver_shaped(b) if shape == "recv" else mixed(b, rng) if shape == "mix" else AppendBatch(rows=b)
+        for b in batches
+    ]
     params = [[to_params(r, time.time_ns()) for r in b] for b in batches]
     gc.freeze()
     columns = ", ".join(INSERT_COLUMNS)
@@ -52,8 +59,8 @@ def child(rows_total: int, batch: int) -> None:
                 base.execute("COMMIT")
             base_s += time.perf_counter() - start
             start = time.perf_counter()
-            for rows in batches[part]:
-                ledger.append(AppendBatch(rows=rows))
+            for append in appends[part]:
+                ledger.append(append)
             ledger.wait_for_rollup()
             ledger_s += time.perf_counter() - start
         ledger.close()
@@ -71,10 +78,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument(
+        "--shape",
+        choices=("ledger", "mix", "recv"),
+        default="ledger",
+        help="the batches of bench_ledger.py's ledger, ledger-mix or ledger-recv variant",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.rows, args.batch)
+        child(args.rows, args.batch, args.shape)
         return
     if args.before is None:
         parser.error("--before is required")
@@ -92,7 +105,11 @@ def main() -> None:
                 str(args.rows),
             ]
             out = subprocess.run(
-                [*command, "--batch", str(args.batch)], env=env, check=True, capture_output=True, text=True
+                [*command, "--batch", str(args.batch), "--shape", args.shape],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout.split()
             base, ledger = float(out[0]), float(out[1])
             ratios[name].append(ledger / base)

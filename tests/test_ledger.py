@@ -355,11 +355,26 @@ def test_bad_row_refuses_the_whole_batch(ledger: SqliteLedger, bad: dict[str, ob
     assert ledger.rows() == [] and ledger.trace_customers(["t"]) == {} and ledger.not_billable_counts() == {}
 
 
-@pytest.mark.parametrize("amount", [0.5, Decimal("NaN"), Decimal("Infinity")])
-def test_bad_amount_refuses_the_batch(ledger: SqliteLedger, amount: object) -> None:
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        (0.5, "must be a decimal.Decimal, got float"),
+        (Decimal("NaN"), "must be a finite Decimal, got NaN"),
+        (Decimal("-Infinity"), "must be a finite Decimal, got -Infinity"),
+    ],
+)
+@pytest.mark.parametrize("which", ["cost of pending usage", "cost", "billed"])
+def test_bad_amount_refuses_the_batch(ledger: SqliteLedger, amount: object, message: str, which: str) -> None:
     row = priced()
-    broken = PricedUsage(usage=usage(), status=PriceStatus.PRICED, cost=amount, billed=None)  # type: ignore[arg-type]
-    with pytest.raises(InvalidRowError):
+    good = Decimal("0.25")
+    cost, billed = {
+        "cost of pending usage": (amount, None),
+        "cost": (amount, good),
+        "billed": (good, amount),
+    }[which]
+    broken = PricedUsage(usage=usage(), status=PriceStatus.PRICED, cost=cost, billed=billed)  # type: ignore[arg-type]
+    field = which.split()[0]
+    with pytest.raises(InvalidRowError, match=f"{field} {message}"):
         ledger.append(AppendBatch(rows=[row, broken]))
     assert ledger.rows() == []
 

@@ -186,9 +186,10 @@ def extend_params(
     has checked those when it found their ``dims`` id.
 
     Appends run this for every row, so the checks are made over the whole group of rows at once
-    (C-level calls over all their texts and integers) and the common row, priced with ``Decimal``
-    amounts, is converted inline; any other row goes through ``to_params``. Integers of 2^63 and
-    more pass here and are refused by SQLite when bound (``diagnose`` names them).
+    (C-level calls over all their texts and integers) and the common rows, priced with ``Decimal``
+    amounts (or a cost and no billed amount yet: pending usage), are converted inline; any other
+    row goes through ``to_params``. Integers of 2^63 and more pass here and are refused by SQLite
+    when bound (``diagnose`` names them).
     """
     fields = _ROW_FIELDS(rows)
     texts = list(chain.from_iterable(map(_ROW_IDS, fields)))
@@ -206,30 +207,25 @@ def extend_params(
     for f, priced, duplicate, dim_id in zip(fields, rows, duplicates, dim_ids, strict=False):
         cost = priced.cost
         billed = priced.billed
-        markup_rule = priced.markup_rule
-        if priced.status is _PRICED and type(cost) is Decimal and type(billed) is Decimal:
-            cost_text = str(cost)
-            billed_text = str(billed)
-            if cost_text[-1] in _NOT_FINITE or billed_text[-1] in _NOT_FINITE:
-                raise _fail(priced.usage, _bad_amounts(priced))
-            add(f)
-            if plain:
-                add((cost_text, billed_text, markup_rule, units(cost_text), units(billed_text), dim_id))
-            else:
-                add(
-                    (
-                        cost_text,
-                        billed_text,
-                        markup_rule,
-                        units(cost_text),
-                        units(billed_text),
-                        duplicate,
-                        dim_id,
-                    )
-                )
-        else:
+        if (
+            priced.status is not _PRICED
+            or type(cost) is not Decimal
+            or (billed is not None and type(billed) is not Decimal)
+        ):
             add(_OWN_OF_PARAMS(to_params(priced, ingested_at_ns)))
             add((dim_id,) if plain else (duplicate, dim_id))
+            continue
+        cost_text = str(cost)
+        billed_text = None if billed is None else str(billed)  # None: pending, no customer yet
+        if cost_text[-1] in _NOT_FINITE or (billed_text is not None and billed_text[-1] in _NOT_FINITE):
+            raise _fail(priced.usage, _bad_amounts(priced))
+        cost_units = units(cost_text)
+        billed_units = None if billed_text is None else units(billed_text)
+        add(f)
+        if plain:
+            add((cost_text, billed_text, priced.markup_rule, cost_units, billed_units, dim_id))
+        else:
+            add((cost_text, billed_text, priced.markup_rule, cost_units, billed_units, duplicate, dim_id))
     return plain
 
 
