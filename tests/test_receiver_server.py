@@ -9,7 +9,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from net_support import free_ports
 from otel_aibill.ledger import open_ledger
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -40,16 +40,10 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 COST_1000_IN_200_OUT = Decimal("0.00027")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.db = tmp / "ledger.db"
-        self.grpc_port, self.http_port, self.ui_port = _free_port(), _free_port(), _free_port()
+        self.grpc_port, self.http_port, self.ui_port = free_ports(3)
         cmd = [
             sys.executable,
             "-m",

@@ -23,8 +23,9 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from net_support import free_ports
 from otel_aibill.ledger import open_ledger
-from test_receiver_server import COST_1000_IN_200_OUT, _free_port, _ids, _row_ids, genai_spans
+from test_receiver_server import COST_1000_IN_200_OUT, _ids, _row_ids, genai_spans
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -52,7 +53,7 @@ def test_grpc_and_http_over_tls_with_the_sdk_exporters(
         monkeypatch.delenv(name, raising=False)
     cert, key = self_signed(tmp_path)
     db = tmp_path / "ledger.db"
-    grpc_port, http_port, ui_port = _free_port(), _free_port(), _free_port()
+    grpc_port, http_port, ui_port = free_ports(3)
     log = tmp_path / "server.log"
     proc = subprocess.Popen(
         [

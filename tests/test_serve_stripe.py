@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from typer.testing import CliRunner
 
 from fakestripe import API_KEY, FakeStripe
+from net_support import free_ports
 from otel_aibill.cli import app
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import LedgerRow
@@ -70,12 +70,6 @@ fixed_fee = "0.0001"
 CHILDREN = 3  # GenAI spans per trace
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -88,7 +82,7 @@ class Serve:
     """``otel-aibill serve`` in a subprocess, talking to the fake Stripe."""
 
     def __init__(self, tmp: Path, db: str, config: Path, fake: FakeStripe | None, name: str) -> None:
-        self.grpc_port, self.http_port, self.ui_port = _free_port(), _free_port(), _free_port()
+        self.grpc_port, self.http_port, self.ui_port = free_ports(3)
         env = {**os.environ, "STRIPE_WEBHOOK_SECRET": SECRET}
         for name_ in ("OTEL_AIBILL_DB", "STRIPE_API_KEY"):
             env.pop(name_, None)
