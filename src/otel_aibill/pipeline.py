@@ -319,6 +319,26 @@ class Pipeline:
         return total
 
 
+class PeriodicSweep:
+    """A sweep (``Pipeline.sweep``) at most every ``interval`` seconds, on the caller's thread, for
+    the loops that ingest: a long-running host or receiver never shuts down, and its pending usage
+    must still become "unattributed" after the grace and its old trace customers be forgotten. A
+    failed sweep is logged; the next one is due an interval later."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last = time.monotonic()
+
+    def when_due(self, sweep: Callable[[int], object]) -> None:
+        if time.monotonic() - self._last < self._interval:
+            return
+        self._last = time.monotonic()
+        try:
+            sweep(time.time_ns())
+        except Exception:
+            log.exception("otel-aibill: sweeping pending attribution failed")
+
+
 # -- failure isolation -------------------------------------------------------------------------
 
 

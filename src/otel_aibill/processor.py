@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, get_tracer_provider
 from otel_aibill.config import Config, load_config
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import Ledger
-from otel_aibill.pipeline import IngestResult, Pipeline, ingest_isolating
+from otel_aibill.pipeline import IngestResult, PeriodicSweep, Pipeline, ingest_isolating
 from otel_aibill.usage import Attributes, SpanView
 
 logger = logging.getLogger(__name__)
@@ -228,14 +228,14 @@ class BillingSpanProcessor(SpanProcessor):
     # -- worker --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        sweeps = _Sweeps(self.config.processor.sweep_interval_seconds)
+        sweeps = PeriodicSweep(self.config.processor.sweep_interval_seconds)
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             self._drain()
             if self._shutdown and not self._queue:
                 return
-            sweeps.when_due(self.pipeline)
+            sweeps.when_due(self.pipeline.sweep)
 
     def _drain(self) -> None:
         queue = self._queue
@@ -306,25 +306,6 @@ class BillingSpanProcessor(SpanProcessor):
             self.pipeline.ledger.close()
 
 
-class _Sweeps:
-    """The pipeline's sweep, at most every ``interval`` seconds, on the caller's thread: a
-    long-running host never shuts down, and its pending usage must still become "unattributed"
-    after the grace and its old trace customers be forgotten."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._last = time.monotonic()
-
-    def when_due(self, pipeline: Pipeline) -> None:
-        if time.monotonic() - self._last < self._interval:
-            return
-        self._last = time.monotonic()
-        try:
-            pipeline.sweep()
-        except Exception:
-            logger.exception("otel-aibill: pending sweep failed")
-
-
 class BillingSpanExporter(SpanExporter):
     """``OTEL_TRACES_EXPORTER=aibill``: bill an unmodified app run under ``opentelemetry-instrument``.
 
@@ -341,7 +322,7 @@ class BillingSpanExporter(SpanExporter):
         self.pipeline = Pipeline(self._ledger, self.config)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
         self._closed = False
-        self._sweeps = _Sweeps(self.config.processor.sweep_interval_seconds)
+        self._sweeps = PeriodicSweep(self.config.processor.sweep_interval_seconds)
         self.failed = 0
         provider = get_tracer_provider()
         if isinstance(provider, TracerProvider):
@@ -356,7 +337,7 @@ class BillingSpanExporter(SpanExporter):
             views = [span_view(s) for s in spans if s.attributes and not markers.isdisjoint(s.attributes)]
             if views:
                 self.pipeline.ingest(views)
-            self._sweeps.when_due(self.pipeline)
+            self._sweeps.when_due(self.pipeline.sweep)
             return SpanExportResult.SUCCESS
         except Exception:
             logger.exception("otel-aibill: export failed; storing the batch in parts")

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from otel_aibill.pipeline import Prepared, Refused, is_data_error, isolate
+from otel_aibill.pipeline import PeriodicSweep, Prepared, Refused, is_data_error, isolate
 from otel_aibill.receiver.metrics import ReceiverMetrics
 from otel_aibill.usage import SpanView
 
@@ -191,7 +191,8 @@ class GroupCommitter:
             return
         self._sink = sink
         self._ready.set()
-        last_sweep = time.monotonic()
+        sweeps = PeriodicSweep(self._sweep_interval)
+        sweep = getattr(sink, "sweep", None)  # a sink that keeps nothing pending has none
         try:
             while True:
                 items = self._take()
@@ -199,9 +200,8 @@ class GroupCommitter:
                     return
                 if items:
                     self._commit(sink, items)
-                if time.monotonic() - last_sweep >= self._sweep_interval:
-                    last_sweep = time.monotonic()
-                    self._sweep(sink)
+                if sweep is not None:
+                    sweeps.when_due(sweep)
         finally:
             try:
                 close_sink()
@@ -266,12 +266,3 @@ class GroupCommitter:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-
-    def _sweep(self, sink: SpanSink) -> None:
-        sweep = getattr(sink, "sweep", None)
-        if sweep is None:
-            return
-        try:
-            sweep(time.time_ns())
-        except Exception:
-            log.exception("sweeping pending attribution failed")
