@@ -938,7 +938,7 @@ def _insert_sql(rows: int, plain: bool) -> str:
         f" ELSE {value['start_time_ns']} / {RESPONSE_BUCKET_NS} END",
     }
     selected = ", ".join(value.get(c) or filled[c] for c in ROW_COLUMNS)
-    row = f"({', '.join('?' * len(bound))})"
+    row = f"({_marks(len(bound))})"
     return (
         f"INSERT INTO usage_rows ({', '.join(ROW_COLUMNS)}) SELECT {selected}"
         f" FROM (VALUES {', '.join([row] * rows)}) WHERE true ON CONFLICT DO NOTHING"
