@@ -32,6 +32,7 @@ from operator import attrgetter, not_
 
 from otel_aibill.attribution import customer_of
 from otel_aibill.config import Config
+from otel_aibill.errors import is_data_error
 from otel_aibill.ledger.base import AppendBatch, Attribution, Ledger, LedgerRow
 from otel_aibill.nesting import NestedCalls
 from otel_aibill.pricing import Pricer
@@ -352,12 +353,6 @@ class Refused:
     def describe(self) -> str:
         span, error = self.span, self.error
         return f"span {span.span_id} of trace {span.trace_id}: {type(error).__name__}: {error}"
-
-
-def is_data_error(exc: Exception) -> bool:
-    """A failure caused by the spans themselves (a row the ledger refuses, text SQLite cannot
-    encode), which the same spans would meet again on every retry."""
-    return isinstance(exc, ValueError)
 
 
 def isolate(

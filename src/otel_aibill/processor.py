@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, get_tracer_provider
 
 from otel_aibill.config import Config, load_config
+from otel_aibill.errors import is_data_error
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import Ledger
 from otel_aibill.pipeline import IngestResult, PeriodicSweep, Pipeline, ingest_isolating
@@ -80,11 +81,6 @@ def span_view(span: ReadableSpan) -> SpanView:
         scope_version=scope.version if scope else None,
         parent_span_id=_hex(parent.span_id, 16) if parent else None,
     )
-
-
-def _permanent(exc: Exception) -> bool:
-    """A failure caused by the data (a row the ledger refuses, text SQLite cannot encode), not the ledger."""
-    return isinstance(exc, (ValueError, TypeError))
 
 
 def _baggage_value(value: object) -> str | None:
@@ -266,7 +262,7 @@ class BillingSpanProcessor(SpanProcessor):
                 return self.pipeline.ingest(views)
             except Exception as exc:
                 logger.exception("otel-aibill: ledger write failed; retrying")
-                if _permanent(exc):
+                if is_data_error(exc):
                     break  # the same data fails the same way: find the spans that cause it
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -93,9 +93,32 @@ class Customer:
 
 
 class Ledger(Protocol):
-    def append(self, batch: AppendBatch) -> AppendResult: ...
+    """What the pipeline, the receiver, the Stripe exporter and the CLI use of a ledger.
 
-    def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]: ...
+    Contract shared by every backend (the same test suite runs against each):
+
+    * every write is one transaction: when a method returns, what it wrote is durable, and a
+      method that raises wrote nothing;
+    * data the ledger refuses raises ``InvalidRowError`` (a ``BadDataError``); a database that is
+      down or failing raises ``LedgerUnavailableError`` (a ``RetryLaterError``) — retry later;
+    * several writers (threads, processes, hosts on one PostgreSQL) may append, attribute and
+      export at once: redelivery, sibling duplicates and "first customer wins" hold under them;
+    * readers see whole transactions only.
+    """
+
+    def append(self, batch: AppendBatch) -> AppendResult:
+        """Store a batch atomically; redelivered spans and sibling duplicates are counted, not billed.
+
+        A span already stored (same start time, trace id and span id) is a no-op; a span that
+        bills the same response id as a stored span of its trace starting within about an hour
+        is stored as that span's duplicate (kept for audit, never summed or exported). Duplicate
+        counts are also added to ``not_billable_counts``. One bad row refuses the whole batch.
+        """
+        ...
+
+    def trace_customers(self, trace_ids: Iterable[str]) -> dict[str, str]:
+        """The stored customer of each of these traces that has one (the first one stored)."""
+        ...
 
     def expire_trace_customers(self, seen_before_ns: int) -> int:
         """Forget the customers of traces first stored before ``seen_before_ns``; returns how many."""
@@ -108,12 +131,18 @@ class Ledger(Protocol):
         started_before_ns: int | None = None,
         limit: int = 10_000,
     ) -> list[LedgerRow]:
-        """Rows whose customer is still unknown, optionally only of these traces / older than a time."""
+        """Rows whose customer is still unknown, oldest ``seq`` first, optionally only of these
+        traces / started before a time; sibling duplicates are never pending."""
         ...
 
-    def set_attribution(self, updates: Sequence[Attribution]) -> int: ...
+    def set_attribution(self, updates: Sequence[Attribution]) -> int:
+        """Attribute pending rows; rows already attributed are left alone (first attribution
+        wins). A billed amount applies only to a priced row. Returns the rows changed."""
+        ...
 
-    def usage_summary(self, query: UsageQuery) -> list[UsageSummary]: ...
+    def usage_summary(self, query: UsageQuery) -> list[UsageSummary]:
+        """Exact sums of billable rows per group of ``query.by`` (and currency)."""
+        ...
 
     def rows(
         self,
@@ -123,20 +152,46 @@ class Ledger(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
-    ) -> list[LedgerRow]: ...
+    ) -> list[LedgerRow]:
+        """Billable rows, most recent ``seq`` first; ``customer="(pending)"`` selects pending rows."""
+        ...
 
-    def not_billable_counts(self) -> dict[str, int]: ...
+    def batch_rows(self, batch_id: str) -> list[LedgerRow]:
+        """The rows assigned to one export batch, in ``seq`` order (audit: meter event -> spans)."""
+        ...
+
+    def not_billable_counts(self) -> dict[str, int]:
+        """Spans that produced no billable usage, by reason, over the ledger's life."""
+        ...
 
     def set_customer(
         self, customer_id: str, stripe_customer_id: str | None, name: str | None = None
-    ) -> None: ...
+    ) -> None:
+        """Create or replace a customer's Stripe id and name."""
+        ...
 
-    def customers(self) -> list[Customer]: ...
+    def customers(self) -> list[Customer]:
+        """Every customer with a stored mapping, by id."""
+        ...
 
     def exportable(self, limit: int = 10_000) -> list[LedgerRow]:
         """Attributed, priced rows not yet assigned to an export batch, in ``seq`` order."""
         ...
 
-    def assign_export_batch(self, seqs: Sequence[int], batch_id: str) -> None: ...
+    def assign_export_batch(self, seqs: Sequence[int], batch_id: str) -> None:
+        """Claim exportable rows for an export batch; idempotent for the same batch id. Raises
+        ``ValueError`` (and changes nothing) if a row is missing, not exportable, or in another batch."""
+        ...
 
-    def close(self) -> None: ...
+    def wait_for_rollup(self, timeout: float | None = None) -> bool:
+        """Until background summary work is done (True) or ``timeout`` passed (False). Summaries
+        are exact either way; this is for callers that want it current (tests, benchmarks)."""
+        ...
+
+    def schema_version(self) -> int:
+        """The ledger schema version of the database (the latest this code knows, once open)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; further calls raise."""
+        ...

@@ -14,6 +14,7 @@ from itertools import chain, repeat, starmap
 from operator import attrgetter, itemgetter
 from typing import Any, NoReturn
 
+from otel_aibill.errors import BadDataError
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
 from otel_aibill.ledger.schema import DIM_COLUMNS, RESPONSE_BUCKET_NS
@@ -105,7 +106,7 @@ SELECT_COLUMNS = (
 )
 
 
-class InvalidRowError(ValueError):
+class InvalidRowError(BadDataError):
     """A usage row the ledger refuses to store; the batch it came in is rolled back."""
 
 

@@ -26,7 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from otel_aibill.pipeline import PeriodicSweep, Prepared, Refused, is_data_error, isolate
+from otel_aibill.errors import is_data_error
+from otel_aibill.pipeline import PeriodicSweep, Prepared, Refused, isolate
 from otel_aibill.receiver.metrics import ReceiverMetrics
 from otel_aibill.usage import SpanView
 
