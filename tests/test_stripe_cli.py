@@ -15,12 +15,13 @@ from otel_aibill.ledger.base import AppendBatch
 
 
 def _app() -> Any:
-    from otel_aibill import cli, cli_stripe
+    from otel_aibill.cli import app
+    from otel_aibill.cli.stripe import stripe_app
 
-    names = {g.name for g in cli.app.registered_groups}
+    names = {g.name for g in app.registered_groups}
     if "stripe" not in names:
-        cli.app.add_typer(cli_stripe.stripe_app, name="stripe")
-    return cli.app
+        app.add_typer(stripe_app, name="stripe")
+    return app
 
 
 def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

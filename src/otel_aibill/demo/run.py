@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_aibill.config import Config, MarkupRule
 from otel_aibill.demo.fake_provider import FakeProvider, start_fake_provider
 from otel_aibill.ledger.base import UsageQuery, UsageSummary
+from otel_aibill.report import render_usage_table, summary_dicts, wide_console
 
 CUSTOMERS = ("acme", "globex", "initech")
 BY = ("customer", "provider", "model")
@@ -130,8 +131,6 @@ def bill_demo_calls(db_url: str, config: Config | None = None, *, calls: int = 3
 
 def run_demo(db_url: str, config: Config | None = None, *, calls: int = 3) -> None:
     """Bill the demo calls, then print the usage table for the whole ledger."""
-    from otel_aibill.cli import render_usage_table, summary_dicts, wide_console
-
     console = wide_console()
     with console.status("calling the fake OpenAI and Anthropic APIs through the real SDKs..."):
         result = bill_demo_calls(db_url, config, calls=calls)

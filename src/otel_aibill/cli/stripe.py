@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from otel_aibill.cli.options import fail, open_ledger_or_fail, parse_time
 from otel_aibill.config import Config
 from otel_aibill.stripe.config import StripeConfig, StripeEnv, currency_of, stripe_config
 
@@ -20,17 +20,12 @@ stripe_app = typer.Typer(help="Export usage to Stripe meters.", no_args_is_help=
 console = Console()
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code)
-
-
 def _settings(ctx: typer.Context) -> tuple[Config, StripeConfig]:
     cfg: Config = ctx.obj["config"]
     try:
         return cfg, stripe_config(cfg)
     except ValueError as exc:
-        raise _fail(f"invalid [stripe] settings: {exc}") from exc
+        raise fail(f"invalid [stripe] settings: {exc}") from exc
 
 
 def _client(sc: StripeConfig, required: bool) -> Any:
@@ -38,27 +33,20 @@ def _client(sc: StripeConfig, required: bool) -> Any:
 
     client = make_client(StripeEnv.from_env(), sc)
     if client is None and required:
-        raise _fail("STRIPE_API_KEY is not set")
+        raise fail("STRIPE_API_KEY is not set")
     return client
 
 
 def _open(ctx: typer.Context) -> tuple[Any, Any]:
-    from otel_aibill.ledger import open_ledger
     from otel_aibill.stripe.store import ExportStore
 
     db = ctx.obj["db"]
+    ledger = open_ledger_or_fail(db)
     try:
-        return open_ledger(db), ExportStore(db)
+        return ledger, ExportStore(db)
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
-
-
-def _time(value: str, name: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise _fail(f"{name}: not an ISO 8601 date or time: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        ledger.close()
+        raise fail(str(exc)) from exc
 
 
 @stripe_app.command()
@@ -74,7 +62,7 @@ def setup(
     try:
         actions = ensure_meters(client, sc)
     except SetupError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if sc.mode == "cost" and price and sc.create_price:
         actions += ensure_price(client, sc, currency_of(cfg, sc), actions[0].id)
     for a in actions:
@@ -144,12 +132,12 @@ def reconcile(
     import stripe
 
     ledger, store = _open(ctx)
-    t0, t1 = _time(start, "--from"), _time(end, "--to")
+    t0, t1 = parse_time(start, "--from"), parse_time(end, "--to")
     try:
         lines = reconcile_range(ledger, store, client, cfg, sc, t0, t1)
     except stripe.StripeError as exc:
         # Exit 1 is kept for "the numbers differ"; Stripe not answering is a different failure.
-        raise _fail(f"Stripe: {exc.user_message or exc}") from exc
+        raise fail(f"Stripe: {exc.user_message or exc}") from exc
     table = Table("customer", "meter", "ledger units", "sent", "unsent", "stripe", "status")
     for ln in lines:
         table.add_row(

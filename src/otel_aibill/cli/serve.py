@@ -11,24 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from otel_aibill.config import Config, ConfigError, load_config
-
-
-def command_config(ctx: typer.Context | None, db: str | None, config: str | None) -> Config:
-    """The global ``--db``/``--config`` (in ``ctx.obj``), overridden by the same options given after
-    the command name."""
-    base: Config | None = None
-    if ctx is not None and isinstance(ctx.obj, dict):
-        base = ctx.obj.get("config")
-    try:
-        if config is not None or base is None:
-            return load_config(config, db=db or (base.db if base is not None and config is None else None))
-    except ConfigError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
-    return base.model_copy(update={"db": db}) if db else base
+from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail
+from otel_aibill.config import Config
 
 
 def sink_factory(cfg: Config) -> Any:
@@ -61,8 +46,8 @@ def serve(
     max_pending_spans: Annotated[
         int | None, typer.Option(help="Spans waiting for commit before clients are told to retry [65536].")
     ] = None,
-    db: Annotated[str | None, typer.Option("--db", help="Ledger URL (overrides the global --db).")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="TOML configuration file.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Receive OTLP traces (gRPC and HTTP), bill them into the ledger; acknowledge after commit."""
     from pydantic import ValidationError
@@ -85,8 +70,7 @@ def serve(
             max_pending_spans=max_pending_spans,
         )
     except (ValidationError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] invalid receiver settings: {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise fail(f"invalid receiver settings: {exc}") from exc
     console = Console(stderr=True, soft_wrap=True)  # one log line per message, whatever the width
 
     def ready(ports: dict[str, int]) -> None:
@@ -132,8 +116,7 @@ def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
     try:
         sc = stripe_config(cfg)
     except ValueError as exc:  # checked before anything listens, like the rest of the config
-        Console(stderr=True).print(f"[red]error:[/red] invalid \\[stripe] settings: {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise fail(f"invalid [stripe] settings: {exc}") from exc
     routes: list[Any] = []
     stop = threading.Event()
     thread: threading.Thread | None = None
@@ -151,8 +134,7 @@ def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
         try:
             sqlite_path(cfg.db)  # refuse now rather than run without export
         except ValueError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
-            raise typer.Exit(2) from exc
+            raise fail(str(exc)) from exc
         client = make_client(env, sc)
         if env.webhook_secret:
             from otel_aibill.stripe.webhook import webhook_route

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from otel_aibill.cli_serve import command_config
+from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail
 from otel_aibill.usage import SpanView
 
 
@@ -21,8 +21,8 @@ def replay(
     ],
     fmt: Annotated[str, typer.Option("--format", help="auto, json or proto.")] = "auto",
     batch_spans: Annotated[int, typer.Option(help="Spans per ledger transaction.")] = 5000,
-    db: Annotated[str | None, typer.Option("--db", help="Ledger URL (overrides the global --db).")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="TOML configuration file.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Ingest recorded spans into the ledger. Re-running is harmless: spans already billed are skipped."""
     from otel_aibill.ledger import open_ledger
@@ -32,12 +32,10 @@ def replay(
 
     err = Console(stderr=True)
     if fmt not in ("auto", "json", "proto"):
-        err.print("[red]error:[/red] --format must be auto, json or proto")
-        raise typer.Exit(2)
+        raise fail("--format must be auto, json or proto")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        err.print(f"[red]error:[/red] no such file: {escape(', '.join(missing))}")
-        raise typer.Exit(2)
+        raise fail(f"no such file: {', '.join(missing)}")
     cfg = command_config(ctx, db, config)
     ledger = open_ledger(cfg.db)
     pipeline = Pipeline(ledger, cfg)

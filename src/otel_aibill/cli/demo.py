@@ -1,0 +1,22 @@
+"""``otel-aibill demo``: real instrumented SDK calls to a built-in fake provider, billed and shown."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from otel_aibill.cli.options import config_of, fail
+
+
+def demo(
+    ctx: typer.Context,
+    calls: Annotated[int, typer.Option(help="LLM calls per customer.")] = 3,
+) -> None:
+    """Real instrumented OpenAI/Anthropic SDK calls to a built-in fake provider, billed and shown."""
+    try:
+        from otel_aibill.demo.run import run_demo
+    except ImportError as exc:
+        raise fail(f"the demo needs the 'demo' extra: pip install 'otel-aibill[demo]' ({exc})") from exc
+    cfg = config_of(ctx)
+    run_demo(cfg.db, cfg, calls=calls)

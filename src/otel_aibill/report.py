@@ -1,0 +1,106 @@
+"""The usage report as people and programs read it: table, JSON or CSV from ledger summaries.
+
+Kept apart from the command line so the demo and the ``usage`` command print the same table
+without importing each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from otel_aibill.ledger.base import UsageSummary
+
+ReportFormat = Literal["table", "json", "csv"]
+FORMATS: tuple[ReportFormat, ...] = ("table", "json", "csv")
+
+
+def decimal_text(value: Decimal) -> str:
+    """Positional notation, full precision: ``str`` would write small amounts as ``1.5E-7``."""
+    return format(value, "f")
+
+
+def summary_dicts(rows: list[UsageSummary], by: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The documented JSON shape: decimal strings for money, every grouping key present."""
+    out = []
+    for row in rows:
+        item: dict[str, Any] = {k: row.key.get(k, "*") for k in ("customer", "provider", "model")}
+        item.update({k: row.key[k] for k in by if k not in item})
+        item.update(
+            spans=row.spans,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cache_read_tokens=row.cache_read_tokens,
+            cache_write_tokens=row.cache_write_tokens,
+            reasoning_tokens=row.reasoning_tokens,
+            cost=decimal_text(row.cost),
+            billed=decimal_text(row.billed),
+            margin=decimal_text(row.billed - row.cost),
+            currency=row.currency,
+            unpriced_spans=row.unpriced_spans,
+            pending_spans=row.pending_spans,
+        )
+        out.append(item)
+    return out
+
+
+def usage_json(items: list[dict[str, Any]]) -> str:
+    return json.dumps(items, indent=2)
+
+
+def usage_csv(items: list[dict[str, Any]]) -> str:
+    """One header line from the first item's keys (they are the same for every item); empty
+    when there is nothing to report."""
+    buf = io.StringIO()
+    if items:
+        writer = csv.DictWriter(buf, fieldnames=list(items[0]))
+        writer.writeheader()
+        writer.writerows(items)
+    return buf.getvalue()
+
+
+def _money(value: str) -> str:
+    return f"{Decimal(value):.6f}"
+
+
+def wide_console() -> Console:
+    """A console that does not squash tables to 80 columns when output goes to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console: Console) -> None:
+    table = Table(title="Usage", show_lines=False)
+    for key in by:
+        table.add_column(key, overflow="fold")
+    numeric: tuple[str, ...] = ("spans", "input", "output", "cache read", "cache write", "reasoning")
+    numeric += ("cost", "billed", "margin")
+    for col in numeric:
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("notes")
+    for item in items:
+        notes = []
+        if item["unpriced_spans"]:
+            notes.append(f"{item['unpriced_spans']} unpriced")
+        if item["pending_spans"]:
+            notes.append(f"{item['pending_spans']} pending")
+        table.add_row(
+            *(str(item[k]) for k in by),
+            f"{item['spans']:,}",
+            f"{item['input_tokens']:,}",
+            f"{item['output_tokens']:,}",
+            f"{item['cache_read_tokens']:,}",
+            f"{item['cache_write_tokens']:,}",
+            f"{item['reasoning_tokens']:,}",
+            _money(item["cost"]),
+            _money(item["billed"]),
+            _money(item["margin"]),
+            ", ".join(notes),
+        )
+    console.print(table)
