@@ -1,4 +1,5 @@
-"""Schema versions: fresh databases, upgrades of older ones, refusal of newer ones."""
+"""The ledger's schema versions on SQLite: fresh databases, upgrades of older ones, refusal of
+newer ones (the mechanism itself, on both backends: ``test_db_migrations.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from otel_aibill.ledger import AppendBatch, SchemaTooNewError, SqliteLedger, open_ledger
-from otel_aibill.ledger.migrations import Migration, pending
 from otel_aibill.ledger.schema import MIGRATIONS
 from otel_aibill.ledger.sqlite import migrate, schema_version
 from test_ledger_support import insert_as_before_v5, priced
@@ -59,27 +59,3 @@ def test_a_newer_database_is_refused_untouched(tmp_path: Path) -> None:
         open_ledger(f"sqlite:///{path}")
     conn = sqlite3.connect(path)
     assert schema_version(conn) == 99
-
-
-def test_a_failing_migration_leaves_the_database_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "half.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, target=1)
-    broken = (*MIGRATIONS[:1], Migration(2, "broken", ("CREATE TABLE ok_so_far (x)", "THIS IS NOT SQL")))
-    monkeypatch.setattr("otel_aibill.ledger.sqlite.MIGRATIONS", broken)
-    with pytest.raises(sqlite3.OperationalError):
-        migrate(conn)
-    assert schema_version(conn) == 1
-    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ok_so_far'").fetchone()[0] == 0
-
-
-def test_pending_is_ordered_and_checked() -> None:
-    steps = (Migration(1, "a", ()), Migration(2, "b", ()), Migration(3, "c", ()))
-    assert [m.name for m in pending(1, steps)] == ["b", "c"]
-    assert pending(3, steps) == []
-    with pytest.raises(AssertionError, match="expected 2"):
-        pending(0, (Migration(1, "a", ()), Migration(3, "c", ())))
-    with pytest.raises(SchemaTooNewError):
-        pending(4, steps)

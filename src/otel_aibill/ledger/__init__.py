@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from otel_aibill.db import SchemaTooNewError
 from otel_aibill.ledger.base import (
     GROUP_FIELDS,
     AppendBatch,
@@ -16,7 +17,6 @@ from otel_aibill.ledger.base import (
     UsageQuery,
     UsageSummary,
 )
-from otel_aibill.ledger.migrations import SchemaTooNewError
 from otel_aibill.ledger.rows import InvalidRowError
 from otel_aibill.ledger.sqlite import SqliteLedger
 from otel_aibill.ledger.summary import PENDING_CUSTOMER

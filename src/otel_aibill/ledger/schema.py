@@ -1,4 +1,4 @@
-"""The SQLite schema, as ordered migrations (see ``migrations.py``).
+"""The ledger's schema, as ordered migrations (``LEDGER``, applied by ``otel_aibill.db``).
 
 Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 
@@ -38,8 +38,8 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 
 from __future__ import annotations
 
+from otel_aibill.db import Component, Migration
 from otel_aibill.ledger import rollup
-from otel_aibill.ledger.migrations import Migration
 
 RESPONSE_BUCKET_NS = 3_600 * 1_000_000_000
 
@@ -271,8 +271,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6,
         "columns with few distinct values moved to dims; usage is a view of usage_rows and dims",
-        _V6,
-        backfill=rollup.fold,  # the rollup is kept as it is; this folds its tail
+        (*_V6, rollup.fold),  # the rollup is kept as it is; this folds its tail
     ),
     Migration(
         7,
@@ -289,3 +288,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("CREATE INDEX trace_customers_seen ON trace_customers (first_seen_ns)",),
     ),
 )
+
+LEDGER = Component("ledger", "schema_version", MIGRATIONS)
+"""The ledger's tables, versioned in ``schema_version``."""

@@ -22,6 +22,7 @@ from itertools import chain, compress, repeat
 from operator import attrgetter, floordiv, is_not, itemgetter, not_
 from typing import Any, NamedTuple, cast
 
+from otel_aibill.db import sqlite as db_sqlite
 from otel_aibill.ledger import money, rollup
 from otel_aibill.ledger.base import (
     AppendBatch,
@@ -34,7 +35,6 @@ from otel_aibill.ledger.base import (
 )
 from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
 from otel_aibill.ledger.folding import FoldWorker
-from otel_aibill.ledger.migrations import pending
 from otel_aibill.ledger.rows import (
     GENERAL_COLUMNS,
     PLAIN_COLUMNS,
@@ -50,7 +50,7 @@ from otel_aibill.ledger.rows import (
     refuse_unhashable,
     to_params,
 )
-from otel_aibill.ledger.schema import DIM_COLUMNS, MIGRATIONS, RESPONSE_BUCKET_NS
+from otel_aibill.ledger.schema import DIM_COLUMNS, LEDGER, RESPONSE_BUCKET_NS
 from otel_aibill.ledger.stepper import Running, Stepper
 from otel_aibill.ledger.summary import DAY_NS, PENDING_CUSTOMER, Part, SummaryBuilder, group_expressions, plan
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
@@ -116,41 +116,13 @@ def _marks(n: int) -> str:
 
 
 def migrate(conn: sqlite3.Connection, *, target: int | None = None, where: str = "the database") -> int:
-    """Bring the schema to ``target`` (default: latest) in one transaction; returns the version."""
-    rollup.register_functions(conn)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ns INTEGER NOT NULL)"
-        )
-        current = int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
-        steps = pending(current, MIGRATIONS, where=where)
-        if target is not None:
-            steps = [step for step in steps if step.version <= target]
-        existing = current > 0
-        for step in steps:
-            if existing:  # some steps rewrite every row of a big ledger: say what is going on
-                _log.info("migrating %s to ledger schema version %d: %s", where, step.version, step.name)
-            for statement in step.statements:
-                conn.execute(statement)
-            if step.backfill is not None:
-                step.backfill(conn)
-            conn.execute(
-                "INSERT INTO schema_version (version, name, applied_at_ns) VALUES (?, ?, ?)",
-                (step.version, step.name, time.time_ns()),
-            )
-            current = step.version
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return current
+    """Bring the ledger schema to ``target`` (default: latest) in one transaction; returns the version."""
+    rollup.register_functions(conn)  # migration 5 computes units in SQL
+    return db_sqlite.migrate(conn, LEDGER, target=target, where=where)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0])
+    return db_sqlite.version_of(conn, LEDGER)
 
 
 class SqliteLedger:
