@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
-from otel_aibill.ledger.rows import INSERT_COLUMNS, SELECT_COLUMNS, to_params
-from otel_aibill.ledger.schema import DIM_COLUMNS, MIGRATIONS
+from otel_aibill.ledger.rows import DIM_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS, to_params
+from otel_aibill.ledger.schema import MIGRATIONS
 from otel_aibill.ledger.sqlite import migrate
 from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage

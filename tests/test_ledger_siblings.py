@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
-from otel_aibill.ledger.schema import RESPONSE_BUCKET_NS
+from otel_aibill.ledger.rows import RESPONSE_BUCKET_NS
 from otel_aibill.usage import PricedUsage
 from test_ledger_support import T0, priced, trace_id
 

@@ -17,11 +17,31 @@ from typing import Any, NoReturn
 from otel_aibill.errors import BadDataError
 from otel_aibill.ledger import money
 from otel_aibill.ledger.base import LedgerRow
-from otel_aibill.ledger.schema import DIM_COLUMNS, RESPONSE_BUCKET_NS
 from otel_aibill.records import attribute_reader
 from otel_aibill.usage import TOKEN_FIELDS, PricedUsage, PriceStatus, UsageRecord
 
 INT64_MAX = 2**63 - 1
+
+RESPONSE_BUCKET_NS = 3_600 * 1_000_000_000
+"""Width of a response bucket (the start hour): siblings are looked for in the neighbouring ones."""
+
+DIM_COLUMNS = (
+    "provider",
+    "model",
+    "operation",
+    "request_model",
+    "response_model",
+    "service_tier",
+    "server_address",
+    "scope_name",
+    "convention",
+    "currency",
+    "price_version",
+    "price_key",
+    "unpriced_reason",
+)
+"""The columns that take few distinct values: a backend can store each combination once and refer
+to it from the row (SQLite's ``dims`` table)."""
 
 _OPTIONAL_TEXT = ("request_model", "response_model", "service_tier", "response_id", "server_address")
 

@@ -40,8 +40,7 @@ from __future__ import annotations
 
 from otel_aibill.db import Component, Migration
 from otel_aibill.ledger import rollup
-
-RESPONSE_BUCKET_NS = 3_600 * 1_000_000_000
+from otel_aibill.ledger.rows import DIM_COLUMNS
 
 _V1_USAGE = """
 CREATE TABLE usage (
@@ -158,23 +157,6 @@ _V5_REBUILD = (
     "UPDATE rollup_state SET folded_seq = 0",
     "ALTER TABLE rollup_state ADD COLUMN tail_changes INTEGER NOT NULL DEFAULT 0",
 )
-
-DIM_COLUMNS = (
-    "provider",
-    "model",
-    "operation",
-    "request_model",
-    "response_model",
-    "service_tier",
-    "server_address",
-    "scope_name",
-    "convention",
-    "currency",
-    "price_version",
-    "price_key",
-    "unpriced_reason",
-)
-"""The columns that take few distinct values; ``dims`` holds each combination once (version 6)."""
 
 _V6_ROW_COLUMNS = (
     "seq, trace_id, span_id, parent_span_id, start_time_ns, end_time_ns,"

@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import struct
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from functools import lru_cache
-from itertools import chain, compress, repeat
-from operator import attrgetter, floordiv, is_not, itemgetter, not_
-from typing import Any, NamedTuple, cast
+from datetime import datetime
+from functools import lru_cache, partial
+from itertools import compress, repeat
+from operator import is_not, not_
+from typing import Any, cast
 
 from otel_aibill.db import sqlite as db_sqlite
 from otel_aibill.ledger import money, rollup
@@ -33,14 +31,25 @@ from otel_aibill.ledger.base import (
     UsageQuery,
     UsageSummary,
 )
-from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
+from otel_aibill.ledger.checks import (
+    check_batch_id,
+    check_customer_id,
+    checked_attributions,
+    checked_counts,
+    checked_trace_customers,
+    not_billable_totals,
+    refused_export,
+    unique_seqs,
+    utc_day,
+)
 from otel_aibill.ledger.folding import FoldWorker
 from otel_aibill.ledger.rows import (
+    DIM_COLUMNS,
     GENERAL_COLUMNS,
     PLAIN_COLUMNS,
+    RESPONSE_BUCKET_NS,
     ROW_COLUMNS,
     SELECT_COLUMNS,
-    InvalidRowError,
     check_dims,
     datetime_to_ns,
     diagnose,
@@ -48,14 +57,13 @@ from otel_aibill.ledger.rows import (
     extend_params,
     from_row,
     refuse_unhashable,
-    to_params,
 )
-from otel_aibill.ledger.schema import DIM_COLUMNS, LEDGER, RESPONSE_BUCKET_NS
+from otel_aibill.ledger.schema import LEDGER
+from otel_aibill.ledger.siblings import StoredResponse, sibling_duplicates, unique_spans
 from otel_aibill.ledger.stepper import Running, Stepper
 from otel_aibill.ledger.summary import DAY_NS, PENDING_CUSTOMER, Part, SummaryBuilder, group_expressions, plan
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
-from otel_aibill.records import attribute_reader
-from otel_aibill.usage import NotBillableReason, PricedUsage
+from otel_aibill.usage import PricedUsage
 
 _log = logging.getLogger(__name__)
 
@@ -91,18 +99,6 @@ _ATTRIBUTABLE = (
     "trace_id = ? AND span_id = ? AND customer IS NULL AND duplicate_of IS NULL"
     " AND (status = 'priced' OR ? IS NULL)"
 )
-_USAGE = attrgetter("usage")
-_RESPONSE_ID_OF = attrgetter("response_id")
-_SPAN_OF = attrgetter("start_time_ns", "trace_id", "span_id")
-_RESPONSE_FIELDS = attribute_reader("provider", "response_id", "trace_id", "span_id", "start_time_ns")
-_FIELD_SPAN = itemgetter(4, 2, 3)  # of a _RESPONSE_FIELDS tuple: start, trace id, span id
-_FIELD_SPAN_ID = itemgetter(3)
-_FIELD_KEY = itemgetter(0, 1, 2)  # provider, response id, trace id (a ResponseKey)
-_FIELD_START = itemgetter(4)
-_FIELD_TEXTS = itemgetter(0, 1, 2, 3)
-_ID_OF_KEY = itemgetter(1)
-_UINT64 = struct.Struct("Q").pack
-_JOIN = "".join  # TypeError unless every item is a str
 _PAGE_SIZE = 16_384  # new databases only; fewer page writes a commit than 4096 (measured ~+8%)
 
 
@@ -245,32 +241,17 @@ class SqliteLedger:
         so callers should not count them again.
         """
         now = time.time_ns()
-        rows = list(batch.rows)
-        responses = _response_keys(rows, now)
-        repeated = 0
-        # A span sent twice in one batch: the insert's conflict clause drops the second copy,
-        # but copies that carry a response id must go first, or they would look like siblings.
-        # (Distinct span ids, the rule, are a quarter of the cost to tell of distinct span keys.)
-        if (
-            responses
-            and len(set(map(_FIELD_SPAN_ID, responses.fields))) < len(responses.fields)
-            and len(set(map(_FIELD_SPAN, responses.fields))) < len(responses.fields)
-        ):
-            try:
-                unique = _first_of_each_span(rows)
-            except TypeError:  # an unhashable id: the row's checks name it
-                extend_params([], rows, now, [0] * len(rows))
-                raise
-            repeated, rows = len(rows) - len(unique), unique
-            responses = _response_keys(rows, now)
-        customers = _checked_trace_customers(batch.trace_customers)
-        not_billable = _checked_counts(batch.not_billable)
+        rows, responses, repeated = unique_spans(list(batch.rows), now)
+        customers = checked_trace_customers(batch.trace_customers)
+        not_billable = checked_counts(batch.not_billable)
         if not rows and not customers and not not_billable:
             return AppendResult(duplicate_spans=repeated)
         taken: list[rollup.Fold] = []
         try:
             with self._write() as conn:
-                duplicate_of, marked, already = _sibling_duplicates(conn, responses, len(rows))
+                duplicate_of, marked, already = sibling_duplicates(
+                    responses, len(rows), partial(_stored_responses, conn)
+                )
                 try:
                     changed, new_dims = self._insert(conn, rows, now, duplicate_of)
                 except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
@@ -434,15 +415,7 @@ class SqliteLedger:
         A billed amount is only set on a priced row: an update carrying one for an unpriced row
         does not apply (and is not counted).
         """
-        params = []
-        for a in updates:
-            if type(a.customer) is not str or not a.customer:
-                raise InvalidRowError(
-                    f"attribution of {a.trace_id}/{a.span_id} needs a customer, got {a.customer!r}"
-                )
-            billed = money.to_text(a.billed, "billed")
-            units = None if billed is None else money.units(billed)
-            params.append((a.customer, billed, units, a.markup_rule, a.trace_id, a.span_id, billed))
+        params = [(*p, p[1]) for p in checked_attributions(updates)]  # billed again: ``? IS NULL``
         if not params:
             return 0
         with self._write() as conn:
@@ -473,8 +446,7 @@ class SqliteLedger:
             return changed
 
     def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None:
-        if not customer_id:
-            raise ValueError("customer_id must not be empty")
+        check_customer_id(customer_id)
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO customers (customer_id, stripe_customer_id, name, updated_at_ns)"
@@ -490,9 +462,8 @@ class SqliteLedger:
         Raises ``ValueError`` (and changes nothing) if a row does not exist, is not exportable,
         or already belongs to another batch.
         """
-        if not batch_id:
-            raise ValueError("batch_id must not be empty")
-        wanted = list(dict.fromkeys(seqs))
+        check_batch_id(batch_id)
+        wanted = unique_seqs(seqs)
         with self._write() as conn:
             ok: set[int] = set()
             for chunk in _chunks(wanted):
@@ -502,12 +473,9 @@ class SqliteLedger:
                     [*chunk, batch_id],
                 )
                 ok.update(row[0] for row in rows)
-            refused = [s for s in wanted if s not in ok]
-            if refused:
-                raise ValueError(
-                    f"cannot assign rows {refused[:10]}{'...' if len(refused) > 10 else ''} to export batch"
-                    f" {batch_id!r}: missing, not exportable, or in another batch"
-                )
+            refused = refused_export(wanted, ok, batch_id)
+            if refused is not None:
+                raise refused
             for chunk in _chunks(wanted):
                 conn.execute(
                     f"UPDATE usage_rows SET export_batch = ? WHERE seq IN ({_marks(len(chunk))})"
@@ -741,115 +709,20 @@ def _known_trace_customers(conn: sqlite3.Connection, trace_ids: list[str]) -> di
 
 
 def _stored_responses(
-    conn: sqlite3.Connection, wanted: set[ResponseKey], batch_buckets: Iterable[int]
-) -> tuple[dict[ResponseKey, list[Original]], set[tuple[int, str, str]]]:
-    """Stored billed rows sharing a key with the batch (buckets at most one apart from one of
-    ``batch_buckets``), and the span keys of every stored row with one of the batch's response ids.
+    conn: sqlite3.Connection, buckets: list[int], response_ids: list[str]
+) -> Iterator[StoredResponse]:
+    """The ``ResponseLookup`` of SQLite (``siblings.sibling_duplicates``).
 
     Equality probes on ``usage_response``: the WHERE names both index columns with ``=``/``IN``
     and nothing else about them, or the planner turns the lookup into a scan of whole buckets.
     """
-    buckets = sorted({b + d for b in set(batch_buckets) for d in (-1, 0, 1)})
-    response_ids = sorted(set(map(_ID_OF_KEY, wanted)))
-    stored: dict[ResponseKey, list[Original]] = {}
-    stored_spans: set[tuple[int, str, str]] = set()
     for chunk in _chunks(response_ids):
-        rows = conn.execute(
+        yield from conn.execute(
             "SELECT seq, resp_bucket, provider, response_id, trace_id, span_id, start_time_ns,"
             f" duplicate_of FROM usage_rows INDEXED BY usage_response {_DIMS}"
             f" WHERE resp_bucket IN ({_marks(len(buckets))}) AND response_id IN ({_marks(len(chunk))})",
             [*buckets, *chunk],
         )
-        for seq, bucket, provider, response_id, trace_id, span_id, start, duplicate_of in rows:
-            stored_spans.add((start, trace_id, span_id))
-            key = (provider, response_id, trace_id)
-            if duplicate_of is None and key in wanted:
-                stored.setdefault(key, []).append(Original((0, seq), bucket, span_id))
-    return stored, stored_spans
-
-
-def _first_of_each_span(rows: list[PricedUsage]) -> list[PricedUsage]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for row, key in zip(rows, map(_SPAN_OF, map(_USAGE, rows)), strict=True):
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
-
-
-class Responses(NamedTuple):
-    """The rows of a batch that carry a response id, as parallel lists (no tuple a row beyond
-    its fields): what sibling detection needs, before the rows' parameters are built."""
-
-    indexes: Sequence[int]
-    """Each one's position in the batch."""
-    fields: list[tuple[Any, ...]]
-    """Each one's provider, response id, trace id, span id and start (``_RESPONSE_FIELDS``)."""
-    buckets: list[int]
-
-
-def _response_keys(rows: list[PricedUsage], now: int) -> Responses | None:
-    """The ``Responses`` of ``rows``; None if no row has a response id. (In OTLP batches every
-    row has one, so this is C-level calls over the whole batch.)"""
-    usages = list(map(_USAGE, rows))
-    response_ids = list(map(_RESPONSE_ID_OF, usages))
-    missing = response_ids.count(None)
-    if missing == len(response_ids):
-        return None
-    indexes: Sequence[int] = range(len(rows))
-    if missing:
-        mask = list(map(is_not, response_ids, repeat(None)))
-        indexes, usages = list(compress(indexes, mask)), list(compress(usages, mask))
-    fields = _RESPONSE_FIELDS(usages)
-    try:
-        all(map(_UINT64, map(_FIELD_START, fields)))
-        buckets = list(map(floordiv, map(_FIELD_START, fields), repeat(RESPONSE_BUCKET_NS)))
-        _JOIN(chain.from_iterable(map(_FIELD_TEXTS, fields)))
-    except (TypeError, struct.error):  # a bad field: let the row's own checks name it
-        for index, f in zip(indexes, fields, strict=True):
-            to_params(rows[index], now)
-            if type(f[1]) is not str:
-                u = rows[index].usage
-                raise InvalidRowError(
-                    f"cannot store usage of span {u.trace_id}/{u.span_id}: response_id must be None or"
-                    f" a string, got {f[1]!r}"
-                ) from None
-        raise
-    return Responses(indexes, fields, buckets)
-
-
-def _sibling_duplicates(
-    conn: sqlite3.Connection, responses: Responses | None, n: int
-) -> tuple[list[str | None], int, int]:
-    """``duplicate_of`` for each of the ``n`` rows (the span id of the row already billed for the
-    same response, else None), the number of rows marked, and how many of those are stored already
-    (a stored duplicate being redelivered is a duplicate span, not a new duplicate response).
-
-    Most rows carry a response id no other row has: only the rows whose key is seen twice (in
-    the batch or stored) go through ``find_duplicates``, picked out with C-level calls.
-    """
-    duplicate_of: list[str | None] = [None] * n
-    if responses is None:
-        return duplicate_of, 0, 0
-    indexes, fields, buckets = responses
-    keys = list(map(_FIELD_KEY, fields))
-    wanted = set(keys)
-    stored, stored_spans = _stored_responses(conn, wanted, buckets)
-    if len(wanted) == len(keys) and not stored:
-        return duplicate_of, 0, 0
-    seen_twice = {key for key, count in Counter(keys).items() if count > 1}.union(stored)
-    involved = list(compress(range(len(keys)), map(seen_twice.__contains__, keys)))
-    candidates = [Candidate(indexes[i], keys[i], buckets[i], fields[i][3]) for i in involved]
-    duplicates = find_duplicates(
-        candidates, ((key, original) for key, originals in stored.items() for original in originals)
-    )
-    span_of = {indexes[i]: _FIELD_SPAN(fields[i]) for i in involved}
-    already = 0
-    for index, original in duplicates.items():
-        duplicate_of[index] = original
-        already += span_of[index] in stored_spans
-    return duplicate_of, len(duplicates), already
 
 
 _FOLD_BEHIND = 4  # tails this many times FOLD_EVERY are folded by the append itself
@@ -944,37 +817,11 @@ def _count_not_billable(
     conn: sqlite3.Connection, now: int, counts: Mapping[str, int], result: AppendResult
 ) -> None:
     """Add the batch's not-billable counts and its duplicates to today's ``not_billable_counts``."""
-    total = dict(counts)
-    for reason, n in (
-        (NotBillableReason.DUPLICATE_SPAN.value, result.duplicate_spans),
-        (NotBillableReason.DUPLICATE_RESPONSE.value, result.duplicate_responses),
-    ):
-        if n:
-            total[reason] = total.get(reason, 0) + n
+    total = not_billable_totals(counts, result.duplicate_spans, result.duplicate_responses)
     if total:
-        day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
+        day = utc_day(now)
         conn.executemany(
             "INSERT INTO not_billable_counts (reason, day, count) VALUES (?, ?, ?)"
             " ON CONFLICT (reason, day) DO UPDATE SET count = count + excluded.count",
-            [(reason, day, n) for reason, n in total.items() if n],
+            [(reason, day, n) for reason, n in total.items()],
         )
-
-
-def _checked_trace_customers(customers: Mapping[str, str]) -> dict[str, str]:
-    out = {}
-    for trace_id, customer in customers.items():
-        if type(trace_id) is not str or not trace_id or type(customer) is not str or not customer:
-            raise InvalidRowError(
-                f"trace customer {trace_id!r} -> {customer!r}: both must be non-empty strings"
-            )
-        out[trace_id] = customer
-    return out
-
-
-def _checked_counts(counts: Mapping[str, int]) -> dict[str, int]:
-    for reason, n in counts.items():
-        if type(reason) is not str or not reason or type(n) is not int or n < 0:
-            raise InvalidRowError(
-                f"not-billable count {reason!r}: {n!r} must be a reason and a non-negative int"
-            )
-    return {str(reason): n for reason, n in counts.items() if n}
