@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 from genai_prices import Usage, calc_price
 
-from otel_aibill.semconv import extract, normalize_provider, pricing_provider_id
+from otel_aibill.pricing import pricing_provider_id
+from otel_aibill.semconv import extract, normalize_provider
 from otel_aibill.usage import NotBillable, NotBillableReason, SpanView, UsageRecord
 from semconv_fixtures import load_spans
 

@@ -1,9 +1,10 @@
 """Which genai-prices provider prices a span: from the OTel provider name, or the API host it called.
 
-The OTel name → genai-prices id table belongs with the conventions: ``semconv.pricing_provider_id``
-is asked first; the table here only adds spellings it does not (deprecated ``gen_ai.system`` values,
-other instrumentations' names) and genai-prices' own ids. genai-prices' fuzzy provider matching is
-deliberately not used for names: ``azure.ai.openai`` "contains openai" and would be priced as OpenAI.
+This is the one OTel provider name → genai-prices id table. Its keys are the names
+:func:`otel_aibill.semconv.normalize_provider` yields; any other spelling (deprecated
+``gen_ai.system`` values, other instrumentations' names) is first turned into one by the
+conventions' alias table. genai-prices' fuzzy provider matching is deliberately not used for names:
+``azure.ai.openai`` "contains openai" and would be priced as OpenAI.
 """
 
 from __future__ import annotations
@@ -13,52 +14,45 @@ from collections.abc import Sequence
 
 from genai_prices.types import Provider
 
-from otel_aibill.semconv import pricing_provider_id as _semconv_pricing_provider_id
+from otel_aibill.semconv.providers import provider_alias
 
-_OTEL_TO_GENAI_PRICES: dict[str, str | None] = {
-    # current gen_ai.provider.name values
+GENAI_PRICES_IDS: dict[str, str | None] = {
     "openai": "openai",
     "anthropic": "anthropic",
     "aws.bedrock": "aws",
     "azure.ai.openai": "azure",
     "azure.ai.inference": "azure",
-    "cohere": "cohere",
-    "deepseek": "deepseek",
     "gcp.gemini": "google",
-    "gcp.gen_ai": "google",
     "gcp.vertex_ai": "google",
-    "groq": "groq",
-    "ibm.watsonx.ai": None,
-    "mistral_ai": "mistral",
-    "perplexity": "perplexity",
+    "gcp.gen_ai": "google",
     "x_ai": "x-ai",
-    # deprecated gen_ai.system values and common spellings of other instrumentations
-    "xai": "x-ai",
-    "az.ai.openai": "azure",
-    "az.ai.inference": "azure",
-    "azure": "azure",
-    "vertex_ai": "google",
-    "vertexai": "google",
-    "gemini": "google",
-    "google": "google",
-    "bedrock": "aws",
-    "aws": "aws",
-    "mistralai": "mistral",
-    "mistral": "mistral",
-    "together_ai": "together",
-    "together-ai": "together",
-    "fireworks_ai": "fireworks",
+    "mistral_ai": "mistral",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "together": "together",
+    "openrouter": "openrouter",
+    "fireworks": "fireworks",
+    "cerebras": "cerebras",
     "moonshot": "moonshotai",
+    # known providers genai-prices has no prices for: unpriced unless an override prices them
+    "ibm.watsonx.ai": None,
+    "ollama": None,
 }
+"""OTel provider name → genai-prices provider id (None: genai-prices does not price it)."""
 
 
 def pricing_provider_id(provider: str, known_ids: Sequence[str] = ()) -> str | None:
-    """The genai-prices provider id for an OTel provider name, or None when it has no prices."""
+    """The genai-prices provider id for a provider name in any spelling, or None when it has no prices.
+
+    A name that is no OTel provider name but one of ``known_ids`` (genai-prices' own ids, such as
+    ``huggingface_groq``) is its own id.
+    """
     name = provider.strip().lower()
-    if found := _semconv_pricing_provider_id(name):
-        return found
-    if name in _OTEL_TO_GENAI_PRICES:
-        return _OTEL_TO_GENAI_PRICES[name]
+    otel_name = provider_alias(name) or name
+    if otel_name in GENAI_PRICES_IDS:
+        return GENAI_PRICES_IDS[otel_name]
     return name if name in known_ids else None
 
 

@@ -8,6 +8,6 @@ from a single span. Pure functions only: no I/O, no clock.
 
 from .extract import extract
 from .models import normalize_model
-from .providers import normalize_provider, pricing_provider_id
+from .providers import normalize_provider
 
-__all__ = ["extract", "normalize_model", "normalize_provider", "pricing_provider_id"]
+__all__ = ["extract", "normalize_model", "normalize_provider"]

@@ -2,8 +2,8 @@
 
 Deprecated ``gen_ai.system`` values, OpenInference ``llm.provider`` / ``llm.system`` values
 and ad-hoc spellings all map to one name, so usage from two instrumentations of the same
-provider lands in the same bucket. The pricing catalog uses its own ids
-(:func:`pricing_provider_id`).
+provider lands in the same bucket. Which genai-prices provider prices each name is
+:data:`otel_aibill.pricing.providers.GENAI_PRICES_IDS`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ _ALIASES: dict[str, str] = {
     "together_ai": "together",
     "togetherai": "together",
     "together": "together",
+    "together-ai": "together",
     "fireworks_ai": "fireworks",
     "fireworks-ai": "fireworks",
     "fireworks": "fireworks",
@@ -108,27 +109,10 @@ _HOST_SUFFIXES: tuple[tuple[str, str], ...] = (
     ("-aiplatform.googleapis.com", "gcp.vertex_ai"),
 )
 
-PRICING_PROVIDER_IDS: dict[str, str] = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "aws.bedrock": "aws",
-    "azure.ai.openai": "azure",
-    "azure.ai.inference": "azure",
-    "gcp.gemini": "google",
-    "gcp.vertex_ai": "google",
-    "gcp.gen_ai": "google",
-    "x_ai": "x-ai",
-    "mistral_ai": "mistral",
-    "groq": "groq",
-    "deepseek": "deepseek",
-    "cohere": "cohere",
-    "perplexity": "perplexity",
-    "together": "together",
-    "openrouter": "openrouter",
-    "fireworks": "fireworks",
-    "cerebras": "cerebras",
-    "moonshot": "moonshotai",
-}
+KNOWN_PROVIDERS: frozenset[str] = frozenset(
+    [*_ALIASES.values(), *_EXACT_HOSTS.values(), *(p for _, p in _HOST_SUFFIXES), "aws.bedrock"]
+)
+"""Every provider name :func:`normalize_provider` can yield for a spelling or host it knows."""
 
 
 def provider_alias(name: str | None) -> str | None:
@@ -186,8 +170,3 @@ def normalize_provider(name: str | None, server_address: str | None) -> str:
     if declared == "openai" and host is not None:
         return host
     return declared
-
-
-def pricing_provider_id(provider: str) -> str | None:
-    """The genai-prices provider id for a normalised provider; None lets it guess from the model."""
-    return PRICING_PROVIDER_IDS.get(provider)
