@@ -276,13 +276,13 @@ def stages(payloads: Payloads, rounds: int = 3) -> None:
         ledger = open_ledger(f"sqlite:///{Path(tmp) / 'stages.db'}")
         pipeline = Pipeline(ledger)
         append = _Timed(ledger.append)
-        nesting = _Timed(pipeline._nested.kept_indices)
+        nesting = _Timed(pipeline._calls.decide)
         pending = _Timed(ledger.pending_attribution)
         named = _Timed(ledger.trace_customers)
         ledger.append = append  # type: ignore[method-assign]
         ledger.pending_attribution = pending  # type: ignore[method-assign]
         ledger.trace_customers = named  # type: ignore[method-assign]
-        pipeline._nested.kept_indices = nesting  # type: ignore[method-assign]
+        pipeline._calls.decide = nesting  # type: ignore[method-assign]
         price = pipeline.pricer.price
         for _ in range(rounds):
             timings = dict.fromkeys(("decode", "prepare", "pricing", "commit", "ingest"), 0.0)
@@ -331,9 +331,9 @@ def stages(payloads: Payloads, rounds: int = 3) -> None:
     print(f"single-writer work: commit / ingest = {best['commit'] / best['ingest']:.2f}")
     print(
         "  prepare: customer ids + extraction {extract:.2f} us, pricing {pricing:.2f} us\n"
-        "  commit:  nested-call rule {nesting:.2f} us, ledger append {append:.2f} us, "
+        "  commit:  same-call rule {nesting:.2f} us, ledger append {append:.2f} us, "
         "ledger lookups (trace customers, pending usage) {lookups:.2f} us, rest {commit_rest:.2f} us\n"
-        "  outside the ledger (prepare + nested-call rule + rest of commit): {outside_ledger:.2f} us".format(
+        "  outside the ledger (prepare + same-call rule + rest of commit): {outside_ledger:.2f} us".format(
             **best
         )
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import random
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -27,7 +27,6 @@ from otel_aibill.config import Config, MarkupRule, PricingConfig
 from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import AppendBatch, Attribution
 from otel_aibill.ledger.sqlite import SqliteLedger
-from otel_aibill.nesting import NestedCalls
 from otel_aibill.pipeline import IngestResult, Pipeline, Prepared
 from otel_aibill.pricing import Pricer
 from otel_aibill.pricing.catalog import Miss
@@ -345,96 +344,6 @@ def test_classes_the_fast_constructor_cannot_build_fall_back_to_themselves() -> 
     assert slot_constructor(NoSlots) is NoSlots
 
 
-# -- nested calls ------------------------------------------------------------------------------
-
-
-class ReferenceNestedCalls:
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._by_span: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._by_parent: dict[tuple[str, str], list[Any]] = {}
-        self._parent_of: dict[tuple[str, str], tuple[str, str]] = {}
-        self._nested: set[tuple[str, str]] = set()
-
-    @staticmethod
-    def _same_call(u: UsageRecord, other: Any) -> bool:
-        if other is None or other[0] != (u.provider, u.input_tokens, u.output_tokens):
-            return False
-        return u.response_id is None or other[1] is None or other[1] == u.response_id
-
-    def drop_nested(self, usages: Sequence[UsageRecord], counts: Counter[str]) -> list[UsageRecord]:
-        kept = []
-        for u in sorted(usages, key=lambda u: u.end_time_ns):
-            key = (u.trace_id, u.span_id)
-            if key in self._by_span:
-                nested = key in self._nested
-            else:
-                as_child = u.parent_span_id is not None and self._same_call(
-                    u, self._by_span.get((u.trace_id, u.parent_span_id))
-                )
-                nested = as_child or any(self._same_call(u, c) for c in self._by_parent.get(key, ()))
-                fp = ((u.provider, u.input_tokens, u.output_tokens), u.response_id)
-                self._by_span[key] = fp
-                if u.parent_span_id is not None:
-                    parent = (u.trace_id, u.parent_span_id)
-                    self._by_parent.setdefault(parent, []).append(fp)
-                    self._parent_of[key] = parent
-                while len(self._by_span) > self._size:
-                    old, _ = self._by_span.popitem(last=False)
-                    self._nested.discard(old)
-                    if old in self._parent_of:
-                        self._by_parent.pop(self._parent_of.pop(old), None)
-                if nested:
-                    self._nested.add(key)
-            if nested:
-                counts["duplicate_nested"] += 1
-            else:
-                kept.append(u)
-        return kept
-
-
-usage_strategy = st.builds(
-    lambda trace, span, parent, end, tokens, response: UsageRecord(
-        trace_id=f"t{trace}",
-        span_id=f"s{span}",
-        parent_span_id=None if parent is None else f"s{parent}",
-        start_time_ns=1,
-        end_time_ns=end,
-        provider="openai",
-        model="gpt-4o",
-        operation="chat",
-        input_tokens=tokens,
-        output_tokens=10,
-        response_id=response,
-    ),
-    trace=st.integers(0, 2),
-    span=st.integers(0, 7),
-    parent=st.one_of(st.none(), st.integers(0, 7)),
-    end=st.integers(0, 4),
-    tokens=st.sampled_from([100, 100, 101]),
-    response=st.sampled_from([None, None, "r1", "r2"]),
-)
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    batches=st.lists(st.lists(usage_strategy, max_size=12), max_size=6), size=st.sampled_from([3, 8, 1000])
-)
-def test_nested_call_rule_decides_as_before(batches: list[list[UsageRecord]], size: int) -> None:
-    new, old = NestedCalls(size), ReferenceNestedCalls(size)
-    new_counts, old_counts = Counter[str](), Counter[str]()
-    for batch in batches:
-        kept = new.kept_indices(batch, new_counts)
-        expected = old.drop_nested(batch, old_counts)
-        assert [batch[i] for i in kept] == expected
-        assert [id(batch[i]) for i in kept] == [id(u) for u in expected]
-        assert new_counts == old_counts
-    for name in ("_by_span", "_by_parent", "_parent_of", "_nested"):
-        assert getattr(new, name) == getattr(old, name)
-        if name == "_by_span":
-            assert list(new._by_span) == list(old._by_span)  # same eviction order
-
-
 # -- prepare / commit --------------------------------------------------------------------------
 
 
@@ -478,11 +387,11 @@ class ReferencePricer(Pricer):
 
 
 class ReferencePipeline(Pipeline):
-    """``Pipeline.prepare``/``commit`` as they were, over the reference pricer and nested rule."""
+    """``Pipeline.prepare``/``commit`` as they were, over the reference pricer (and the same
+    same-call rule)."""
 
     def __init__(self, ledger: SqliteLedger, config: Config) -> None:
         super().__init__(ledger, config, ReferencePricer(config.pricing))
-        self._ref_nested = ReferenceNestedCalls(65_536)
 
     def prepare(self, spans: Sequence[SpanView]) -> Prepared:
         from otel_aibill.attribution import customer_of
@@ -519,9 +428,16 @@ class ReferencePipeline(Pipeline):
         not_billable = Counter(prepared.not_billable)
         names = prepared.trace_customers
         usages, settled, priced = prepared.usages, prepared.settled, prepared.rows
-        kept = self._ref_nested.drop_nested(usages, not_billable)
-        index = {id(u): i for i, u in enumerate(usages)}
-        order = [index[id(u)] for u in kept]
+        decision = self._calls.decide(usages, not_billable)
+        order = decision.kept
+        priced, settled = list(priced), list(settled)
+        for i, merged in decision.merged.items():
+            if merged.customer is not None:
+                priced[i], settled[i] = self.pricer.price(merged), True
+            else:
+                customer = priced[i].usage.customer
+                merged = merged if customer is None else replace(merged, customer=customer)
+                priced[i] = self.pricer.price(merged)
         cache = self._trace_customers
         ask = {
             usages[i].trace_id
@@ -704,4 +620,4 @@ def test_pipeline_stores_and_reports_as_before(
     assert rows == [(r.priced, r.export_batch) for r in ref_ledger.rows(limit=100_000)]
     totals = new.totals
     assert totals.billed and totals.unpriced and totals.pending and totals.attributed_later  # all paths ran
-    assert totals.not_billable.get("duplicate_nested") and totals.duplicates
+    assert totals.not_billable.get("duplicate_call") and totals.duplicates

@@ -85,7 +85,7 @@ def test_llm_span_around_a_different_call_with_equal_tokens_is_billed(ledger: Sq
     outer = span(1, chat(**{"gen_ai.response.id": "chatcmpl-1"}), end=T0 + 20)
     result = Pipeline(ledger).ingest([inner, outer])
     assert result.billed == 2
-    assert "duplicate_nested" not in result.not_billable
+    assert "duplicate_call" not in result.not_billable
 
 
 def test_nested_spans_of_one_call_are_still_merged(ledger: SqliteLedger) -> None:

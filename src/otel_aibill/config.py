@@ -16,7 +16,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_DB = "sqlite:///aibill.db"
-DEFAULT_CUSTOMER_KEYS = ("stripe.customer.id", "customer.id", "tenant.id", "enduser.id", "user.id")
+BAGGAGE_CUSTOMER_KEYS = ("stripe.customer.id", "customer.id", "tenant.id", "enduser.id", "user.id")
+DEFAULT_CUSTOMER_KEYS = (
+    # set by the app for billing: always first
+    "stripe.customer.id",
+    "customer.id",
+    # traceloop-sdk's documented customer field (Associations / AssociationProperty.CUSTOMER_ID)
+    "traceloop.association.properties.customer_id",
+    # the OpenTelemetry conventions for who is served
+    "tenant.id",
+    "enduser.id",
+    "user.id",
+    # the end user as instrumentation libraries record it
+    "traceloop.association.properties.user_id",
+    "langfuse.user.id",
+    "llm.user",  # LiteLLM: the ``user=`` of the call
+    "metadata.user_api_key_end_user_id",  # LiteLLM proxy: the end user of the key
+)
+"""Customer keys in order of precedence: the first one with a usable value names the customer (on
+the span, then on its resource). A configured ``attribution.keys`` replaces the whole list."""
 
 
 def _no_float(value: Any) -> Any:
@@ -32,7 +50,7 @@ class _Strict(BaseModel):
 class AttributionConfig(_Strict):
     keys: tuple[str, ...] = DEFAULT_CUSTOMER_KEYS
     """Attribute keys naming the customer, in order; span attributes first, then resource."""
-    baggage_keys: tuple[str, ...] = DEFAULT_CUSTOMER_KEYS
+    baggage_keys: tuple[str, ...] = BAGGAGE_CUSTOMER_KEYS
     """Baggage entries the in-process processor copies onto every span at start."""
     pending_grace_seconds: int = Field(default=900, ge=0)
     """How long usage waits for its trace's customer before it is kept as "unattributed"."""

@@ -5,8 +5,9 @@ what needs the ledger:
 
 * ``prepare(spans)`` is pure and thread-safe: customer ids, extraction and pricing (cost, and
   the billed amount where the customer is already known). Many threads may run it at once.
-* ``commit(prepared)`` is the single writer: the nested-call rule (it needs every usage in
-  end-time order), the trace-level customer lookups, the ledger append and later attribution.
+* ``commit(prepared)`` is the single writer: the same-call rule (``samecall.py``: it needs every
+  usage in end-time order and the recent calls of each trace), the trace-level customer lookups,
+  the ledger append and later attribution.
   It returns only after the ledger transaction holding the spans has committed, which is what
   lets the receiver acknowledge after commit.
 
@@ -34,9 +35,9 @@ from otel_aibill.attribution import customer_of
 from otel_aibill.config import Config
 from otel_aibill.errors import is_data_error
 from otel_aibill.ledger.base import AppendBatch, Attribution, Ledger, LedgerRow
-from otel_aibill.nesting import NestedCalls
 from otel_aibill.pricing import Pricer
 from otel_aibill.records import replacer
+from otel_aibill.samecall import SameCalls
 from otel_aibill.semconv import extract
 from otel_aibill.usage import (
     UNATTRIBUTED,
@@ -163,7 +164,7 @@ class Pipeline:
         self.totals = IngestResult()
         self._keys = tuple(self.config.attribution.keys)
         self._trace_customers = _LRU(_TRACE_CACHE_SIZE)
-        self._nested = NestedCalls(_TRACE_CACHE_SIZE)
+        self._calls = SameCalls(_TRACE_CACHE_SIZE)
         for customer_id, stripe_id in self.config.customers.items():
             ledger.set_customer(customer_id, stripe_id)
 
@@ -215,13 +216,20 @@ class Pipeline:
     # -- stateful part: the single writer ------------------------------------------------------
 
     def commit(self, prepared: Prepared) -> IngestResult:
-        """Apply the nested-call rule and trace customers, append to the ledger, attribute pending."""
+        """Apply the same-call rule and trace customers, append to the ledger, attribute pending."""
         result = IngestResult(received=len(prepared.spans))
         not_billable = Counter(prepared.not_billable)
         names = prepared.trace_customers
         usages, settled, priced = prepared.usages, prepared.settled, prepared.rows
-        order = self._nested.kept_indices(usages, not_billable)
+        decision = self._calls.decide(usages, not_billable)
+        order = decision.kept
         rows = [priced[i] for i in order]
+        if decision.merged:
+            settled = list(settled)
+            for pos, i in enumerate(order):
+                merged = decision.merged.get(i)
+                if merged is not None:
+                    rows[pos], settled[i] = self._priced_merge(merged, rows[pos], settled[i])
         result.unpriced = list(map(_status, rows)).count(_UNPRICED)
 
         cache = self._trace_customers
@@ -248,9 +256,13 @@ class Pipeline:
                 elif customer != row.usage.customer:
                     rows[pos] = self.pricer.bill(row, customer)
 
-        appended = self.ledger.append(
-            AppendBatch(rows=rows, trace_customers=names, not_billable=dict(not_billable))
-        )
+        try:
+            appended = self.ledger.append(
+                AppendBatch(rows=rows, trace_customers=names, not_billable=dict(not_billable))
+            )
+        except BaseException:
+            self._calls.forget()  # not stored: a retry of these spans is decided afresh
+            raise
         result.billed = appended.inserted
         result.duplicates = appended.duplicate_spans
         if appended.duplicate_responses:
@@ -280,6 +292,14 @@ class Pipeline:
         )
         self.totals.add(result)
         return result
+
+    def _priced_merge(self, merged: UsageRecord, row: PricedUsage, settled: bool) -> tuple[PricedUsage, bool]:
+        """The merged record of a call priced, and whether its customer is final: its own (some span
+        of the call named it) or, like the billed span's row, the one the trace names."""
+        if merged.customer is not None:
+            return self.pricer.price(merged), True
+        customer = row.usage.customer
+        return self.pricer.price(merged if customer is None else _with_customer(merged, customer)), settled
 
     def _attribute(self, pending: Sequence[LedgerRow], customers: dict[str, str]) -> int:
         updates = []

@@ -63,7 +63,7 @@ class NotBillableReason(StrEnum):
     INVALID_USAGE = "invalid_usage"  # negative, non-integer, inconsistent or absurd token counts
     DUPLICATE_RESPONSE = "duplicate_response"  # a sibling span already billed the same response id
     DUPLICATE_SPAN = "duplicate_span"  # the same (trace_id, span_id) was already in the ledger
-    DUPLICATE_NESTED = "duplicate_nested"  # an inference span nested in another for the same call
+    DUPLICATE_CALL = "duplicate_call"  # another span of the same provider call (another instrumentation)
 
 
 @dataclass(slots=True, frozen=True)
