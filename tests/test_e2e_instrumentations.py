@@ -197,8 +197,11 @@ def test_sdk_span_and_instrumentor_span_billed_once(
     ]
     assert len({s["attributes"]["gen_ai.response.id"] for s in llm_spans}) == 1
     assert len(ledgers["traceloop"].rows(trace_id=call["trace_id"])) == 1
-    # the second span of each double is counted, not dropped silently
-    assert ledgers["traceloop"].not_billable_counts()["duplicate_response"] == len(ANTHROPIC_BILLED)
+    # the second span of each double is counted, not dropped silently: as a duplicate of the same
+    # call in the process, or by the ledger's sibling rule when it arrived after the window
+    counts = ledgers["traceloop"].not_billable_counts()
+    duplicates = counts.get("duplicate_call", 0) + counts.get("duplicate_response", 0)
+    assert duplicates == len(ANTHROPIC_BILLED), counts
 
 
 def test_trace_level_attribution_waited_for_the_request_span(runs: dict[str, Run]) -> None:
