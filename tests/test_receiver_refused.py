@@ -22,7 +22,7 @@ from test_receiver_server import COST_1000_IN_200_OUT, Server
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
-def _span(span_id: str, customer: str) -> dict[str, Any]:
+def _span(span_id: str, customer: str, output_tokens: str = "200") -> dict[str, Any]:
     kv = lambda k, v: {"key": k, "value": {"stringValue": v}}  # noqa: E731
     return {
         "traceId": TRACE,
@@ -36,19 +36,24 @@ def _span(span_id: str, customer: str) -> dict[str, Any]:
             kv("gen_ai.request.model", "gpt-4o-mini"),
             kv("customer.id", customer),
             {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "1000"}},
-            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "200"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": output_tokens}},
         ],
     }
 
 
 def _body(scopes: dict[str, list[str]], customer: str = "acme") -> bytes:
-    """An OTLP/JSON request with the given span ids under each scope name."""
+    """An OTLP/JSON request with the given span ids under each scope name (spans of the scopes
+    with unstorable names report other counts: equal counts by another scope at the same time
+    would be one call seen twice)."""
     doc = {
         "resourceSpans": [
             {
                 "resource": {},
                 "scopeSpans": [
-                    {"scope": {"name": name}, "spans": [_span(s, customer) for s in spans]}
+                    {
+                        "scope": {"name": name},
+                        "spans": [_span(s, customer, "199" if "BAD" in name else "200") for s in spans],
+                    }
                     for name, spans in scopes.items()
                 ],
             }
