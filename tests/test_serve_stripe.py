@@ -324,10 +324,9 @@ def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
         finally:
             assert serve.stop() == 0, serve.log.read_text()
         lines = serve.log.read_text().splitlines()  # one line per message, not wrapped at 80 columns
-        assert any(ln.endswith(f"ui http://127.0.0.1:{serve.ui_port}/ (ledger {db})") for ln in lines)
-        assert (
-            "Stripe export: cost mode, v1 API, every 0.2s; webhook at /stripe/webhook on the ui port" in lines
-        )
+        assert any(ln.endswith(f"ops http://127.0.0.1:{serve.ui_port}/healthz (ledger {db})") for ln in lines)
+        webhook = "webhook at /stripe/webhook on the ops port"
+        assert f"Stripe export: cost mode, v1 API, every 0.2s; {webhook}" in lines
 
         # Restart: nothing already sent is sent again; new usage is sent exactly.
         sent_before = [e.identifier for e in fake.state.log]

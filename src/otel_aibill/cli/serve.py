@@ -1,4 +1,4 @@
-"""``otel-aibill serve``: the OTLP receivers (gRPC :4317, HTTP :4318) and the ops/UI port."""
+"""``otel-aibill serve``: the OTLP receivers (gRPC :4317, HTTP :4318) and the ops port (:8318)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (loopback by default).")] = None,
     grpc_port: Annotated[int | None, typer.Option(help="OTLP/gRPC port [4317].")] = None,
     http_port: Annotated[int | None, typer.Option(help="OTLP/HTTP port [4318].")] = None,
-    ui_port: Annotated[int | None, typer.Option(help="Dashboard, /healthz and /metrics port [8318].")] = None,
+    ui_port: Annotated[
+        int | None, typer.Option(help="Ops port: /healthz, /metrics, /stripe/webhook [8318].")
+    ] = None,
     auth_token: Annotated[
         str | None,
         typer.Option(
@@ -78,7 +80,7 @@ def serve(
         console.print(
             f"otel-aibill receiving OTLP on grpc {settings.host}:{ports['grpc']} and "
             f"{scheme}://{settings.host}:{ports['http']}/v1/traces; "
-            f"ui {scheme}://{settings.host}:{ports['ui']}/ (ledger {cfg.db})",
+            f"ops {scheme}://{settings.host}:{ports['ui']}/healthz (ledger {cfg.db})",
             highlight=False,
         )
 
@@ -148,7 +150,7 @@ def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
             thread.start()
             console.print(
                 f"Stripe export: {sc.mode} mode, {sc.api} API, every {sc.poll_interval:g}s"
-                + ("; webhook at /stripe/webhook on the ui port" if env.webhook_secret else ""),
+                + ("; webhook at /stripe/webhook on the ops port" if env.webhook_secret else ""),
                 highlight=False,
             )
     try:

@@ -1,7 +1,7 @@
-"""The app on the UI port: ``/healthz`` and Prometheus ``/metrics`` for now.
+"""The app on the ops port (``--ui-port``): ``/healthz``, Prometheus ``/metrics``, and the routes
+given in ``routes`` (the Stripe webhook when it is configured).
 
-It is a Starlette app so more can be mounted into it (the dashboard and JSON API): pass
-``routes`` when building it, or call ``app.mount(...)`` / ``app.router.routes.append(...)`` later.
+A Starlette app, so other routes can be mounted next to them.
 """
 
 from __future__ import annotations

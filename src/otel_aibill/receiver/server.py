@@ -1,4 +1,4 @@
-"""Run the receivers: OTLP/gRPC, OTLP/HTTP and the ops/UI app, around one group committer.
+"""Run the receivers: OTLP/gRPC, OTLP/HTTP and the ops app, around one group committer.
 
 Shutdown (SIGTERM/SIGINT) order is what makes "acknowledged means committed" hold at exit too:
 stop accepting (listeners close, new RPCs are refused), let in-flight requests finish — their
