@@ -5,7 +5,7 @@ Realistic data: random trace/span ids, increasing start times (the run covers on
 Every variant gets the same batches. The run is cut into blocks (``--block`` rows); each block is
 appended to every variant in turn, the order reversed every block, so machine noise and drift hit
 all of them alike; compare the ratios. A variant's block time includes waiting for the rollup
-fold it started (which runs beside its appends, ``ledger/folding.py``), so no variant's work
+fold it started (which runs beside its appends, ``ledger/sqlite/folding.py``), so no variant's work
 spills into another's time. All databases use WAL + synchronous=FULL (the default).
 
 Variants:
@@ -47,6 +47,7 @@ from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import INSERT_COLUMNS, ROW_COLUMNS, to_params
+from otel_aibill.ledger.sqlite import summaries
 from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
@@ -164,8 +165,8 @@ def ledger_rows(ledger: SqliteLedger, rows: list[PricedUsage]) -> list[list[obje
     new: dict[tuple[object, ...], int] = {}
     now = time.time_ns()
     with ledger._write() as conn:
-        ids = ledger._dim_ids(conn, rows, now, new)
-    ledger._dims.update(new)
+        ids = ledger._inserter.dim_ids(conn, rows, now, new)
+    ledger._inserter.committed(new)
     out = []
     for row, dim_id in zip(rows, ids, strict=True):
         by_name = {**dict(zip(INSERT_COLUMNS, to_params(row, now), strict=True)), "dim_id": dim_id}
@@ -306,7 +307,7 @@ def main() -> None:
             """The same summary from the rows alone (how every summary ran before the rollup)."""
             builder = SummaryBuilder(by=query.by)
             with ledger._read() as conn:
-                ledger._summarize_rows(conn, builder, query, None, None, after_seq=None)
+                summaries.summarize_rows(conn, builder, query, None, None, after_seq=None)
             return builder.build()
 
         assert scan(UsageQuery()) == ledger.usage_summary(UsageQuery())

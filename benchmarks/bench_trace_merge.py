@@ -1,7 +1,7 @@
 """What one merge of new trace customers into ``trace_customers`` costs, by the table's size.
 
 New trace customers wait in ``trace_customers_recent`` and are merged into ``trace_customers``
-in key order once 50,000 have gathered (``SqliteLedger._add_trace_customers``). Trace ids are
+in key order once 50,000 have gathered (``ledger/sqlite/trace_customers.py``). Trace ids are
 random, so a merge touches pages all over the large table: this measures the merge's time and the
 WAL it writes for tables of several sizes (the table is filled directly, then one append brings
 the recent table over the threshold).
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger
-from otel_aibill.ledger.sqlite import _MERGE_TRACES
+from otel_aibill.ledger.sqlite.trace_customers import MERGE_TRACES
 
 
 def merge_cost(directory: Path, size: int) -> tuple[float, float]:
@@ -33,7 +33,7 @@ def merge_cost(directory: Path, size: int) -> tuple[float, float]:
         )
         conn.executemany(
             "INSERT INTO trace_customers_recent VALUES (?, ?, ?)",
-            ((os.urandom(16).hex(), "cust-0", 1) for _ in range(_MERGE_TRACES - 10)),
+            ((os.urandom(16).hex(), "cust-0", 1) for _ in range(MERGE_TRACES - 10)),
         )
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -55,7 +55,7 @@ def main() -> None:
     for size in map(int, args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             elapsed, wal = merge_cost(Path(tmp), size)
-        per_trace = elapsed / _MERGE_TRACES * 1e6
+        per_trace = elapsed / MERGE_TRACES * 1e6
         print(
             f"trace_customers {size:>11,}: merge {elapsed:6.2f} s ({per_trace:5.1f} us a new trace),"
             f" WAL written {wal:6.0f} MB"

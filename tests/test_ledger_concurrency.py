@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery, UsageSummary
+from otel_aibill.ledger.sqlite.summaries import summarize_rows
 from otel_aibill.ledger.summary import SummaryBuilder
 from test_ledger_support import priced
 
@@ -79,7 +80,8 @@ _WRITER = textwrap.dedent(
     ledger = SqliteLedger(sys.argv[1])
     mode = sys.argv[2]
     if mode.startswith("fold-forever:"):  # appends and attributes until killed, folding often
-        from otel_aibill.ledger import Attribution, rollup
+        from otel_aibill.ledger import Attribution
+        from otel_aibill.ledger.sqlite import rollup
         rollup.FOLD_EVERY = 100
         b = int(mode.partition(":")[2])
         while True:
@@ -175,5 +177,5 @@ def test_folding_writers_killed_at_any_moment_leave_exact_summaries(tmp_path: Pa
 def _scan(ledger: SqliteLedger, query: UsageQuery) -> list[UsageSummary]:
     builder = SummaryBuilder(by=tuple(query.by))
     with ledger._read() as conn:
-        ledger._summarize_rows(conn, builder, query, None, None, after_seq=None)
+        summarize_rows(conn, builder, query, None, None, after_seq=None)
     return builder.build()

@@ -13,7 +13,7 @@ import pytest
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import DIM_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS, to_params
 from otel_aibill.ledger.schema import MIGRATIONS
-from otel_aibill.ledger.sqlite import migrate
+from otel_aibill.ledger.sqlite import migrate, summaries
 from otel_aibill.ledger.summary import SummaryBuilder
 from otel_aibill.usage import PricedUsage
 from test_ledger_support import HOUR, T0, priced, usage
@@ -44,7 +44,7 @@ def _varied_rows() -> list[PricedUsage]:
 def _scan(led: SqliteLedger, query: UsageQuery) -> object:
     builder = SummaryBuilder(by=tuple(query.by))
     with led._read() as conn:
-        led._summarize_rows(conn, builder, query, None, None, after_seq=None)
+        summaries.summarize_rows(conn, builder, query, None, None, after_seq=None)
     return builder.build()
 
 
@@ -85,7 +85,7 @@ def test_a_combination_from_a_rolled_back_append_is_not_remembered(tmp_path: Pat
     with pytest.raises(InvalidRowError):
         led.append(AppendBatch(rows=[good, bad]))
     assert led._writer.execute("SELECT count(*) FROM dims").fetchone()[0] == 0
-    assert not any("brand-new" in key for key in led._dims)
+    assert not any("brand-new" in key for key in led._inserter.dims)
     assert led.append(AppendBatch(rows=[good])).inserted == 1
     [row] = led.rows()
     assert row.priced == good

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery, rollup
-from otel_aibill.ledger.folding import FoldWorker
+from otel_aibill.ledger import AppendBatch, SqliteLedger, UsageQuery
+from otel_aibill.ledger.sqlite import rollup
+from otel_aibill.ledger.sqlite.folding import FoldWorker
 from test_ledger_support import T0, priced
 
 
@@ -45,7 +46,7 @@ def _wait_ready(worker: FoldWorker) -> rollup.Fold:
 def _computed(ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch, handover_s: float) -> FoldWorker:
     """Set how long a computed fold waits for an append, append 12 rows (a fold is due) and wait
     until the worker has computed it; returns the worker."""
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", handover_s)
+    monkeypatch.setattr("otel_aibill.ledger.sqlite.folding._HANDOVER_S", handover_s)
     worker = _folder(ledger)
     ledger.append(_batch(12, 0))
     _wait_ready(worker)
@@ -63,7 +64,7 @@ def _last_seq(led: SqliteLedger) -> int:
 def test_the_next_append_writes_the_fold_the_worker_computed(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", 60.0)  # only an append writes it
+    monkeypatch.setattr("otel_aibill.ledger.sqlite.folding._HANDOVER_S", 60.0)  # only an append writes it
     worker = _folder(ledger)
     ledger.append(_batch(12, 0))
     computed = _wait_ready(worker)
@@ -86,7 +87,7 @@ def test_waiting_for_the_rollup_writes_a_computed_fold_at_once(
 def test_without_appends_the_worker_writes_its_fold_itself(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("otel_aibill.ledger.folding._HANDOVER_S", 0.01)
+    monkeypatch.setattr("otel_aibill.ledger.sqlite.folding._HANDOVER_S", 0.01)
     worker = _folder(ledger)
     ledger.append(_batch(12, 0))
     with worker._cond:

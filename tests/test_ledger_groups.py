@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from otel_aibill.ledger import AppendBatch, InvalidRowError, SqliteLedger, UsageQuery
 from otel_aibill.ledger.rows import GENERAL_COLUMNS, INSERT_COLUMNS, PLAIN_COLUMNS, extend_params, to_params
-from otel_aibill.ledger.sqlite import _duplicates_last, _groups, _insert_sql
+from otel_aibill.ledger.sqlite.append import duplicates_last, insert_sql
+from otel_aibill.ledger.sqlite.append import groups as statement_groups
 from otel_aibill.usage import PricedUsage, PriceStatus
 from test_ledger_support import HOUR, T0, priced, usage
 
@@ -110,7 +111,7 @@ def test_the_statement_thread_ends_with_the_ledger(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("n", [*range(0, 40), 255, 256, 257, 511, 512, 513, 1031])
 def test_groups_cover_every_row_once_with_few_shapes(n: int) -> None:
-    groups = list(_groups(n, 256))
+    groups = list(statement_groups(n, 256))
     assert [i for first, count in groups for i in range(first, first + count)] == list(range(n))
     shapes = {count for _, count in groups}
     assert shapes <= {256, 128, 64, 32, 16, 8} | {c for c in shapes if c < 8}
@@ -206,7 +207,7 @@ def test_insert_statements_number_no_parameter_but_the_time(rows: int, plain: bo
     """Every row value is an anonymous ``?`` used once, and only the append's time is ``?1``:
     SQLite looks numbered parameters up one by one in a list of all of them, so a statement of
     thousands of them (each used twice) took 25 times longer to prepare."""
-    sql = _insert_sql(rows, plain)
+    sql = insert_sql(rows, plain)
     width = len(PLAIN_COLUMNS if plain else GENERAL_COLUMNS)
     assert re.findall(r"\?\d+", sql) == ["?1"]
     assert sql.count("?") == 1 + rows * width
@@ -221,7 +222,7 @@ def test_duplicates_go_last_in_groups_of_their_own(marks: list[str | None], size
     """Every row once: the unmarked ones in order, then the marked ones in order with their
     marks (even an empty one), no group mixing the two."""
     rows = [priced(start=T0 + i) for i in range(len(marks))]
-    groups = list(_duplicates_last(rows, marks, size))
+    groups = list(duplicates_last(rows, marks, size))
     flat = [
         (row, mark)
         for group, group_marks in groups

@@ -19,11 +19,10 @@ from otel_aibill.ledger import (
     SqliteLedger,
     UsageQuery,
     money,
-    rollup,
 )
 from otel_aibill.ledger.base import LedgerRow, UsageSummary
 from otel_aibill.ledger.schema import MIGRATIONS
-from otel_aibill.ledger.sqlite import migrate
+from otel_aibill.ledger.sqlite import migrate, rollup, summaries
 from otel_aibill.ledger.summary import DAY_NS, SummaryBuilder, key_value, plan
 from otel_aibill.usage import PricedUsage
 from test_ledger_support import HOUR, T0, insert_as_before_v5, priced, trace_id
@@ -348,7 +347,7 @@ def test_background_folds_beside_appends_and_attribution_stay_exact(
 def _scan_rows(led: SqliteLedger, query: UsageQuery) -> list[UsageSummary]:
     builder = SummaryBuilder(by=tuple(query.by))
     with led._read() as conn:
-        led._summarize_rows(conn, builder, query, None, None, after_seq=None)
+        summaries.summarize_rows(conn, builder, query, None, None, after_seq=None)
     return builder.build()
 
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from otel_aibill.ledger import AppendBatch, SqliteLedger
-from otel_aibill.ledger import sqlite as ledger_sqlite
-from otel_aibill.ledger.sqlite import migrate
+from otel_aibill.ledger.sqlite import migrate, trace_customers
 from test_ledger_support import priced
 
 
 @pytest.fixture
 def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SqliteLedger]:
-    monkeypatch.setattr(ledger_sqlite, "_MERGE_TRACES", 5)
+    monkeypatch.setattr(trace_customers, "MERGE_TRACES", 5)
     led = SqliteLedger(f"sqlite:///{tmp_path}/ledger.db")
     yield led
     led.close()
@@ -60,7 +59,7 @@ def test_the_first_customer_wins_in_either_table(ledger: SqliteLedger) -> None:
 def test_lookups_of_many_traces_span_both_tables(
     ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_sqlite, "_MERGE_TRACES", 1000)
+    monkeypatch.setattr(trace_customers, "MERGE_TRACES", 1000)
     first = {f"a{i:04d}": f"c{i % 7}" for i in range(1200)}  # more than one lookup chunk
     assert len(_add(ledger, first)) == 1200  # merged: 1200 >= 1000
     second = {f"b{i:04d}": "late" for i in range(700)}

@@ -39,8 +39,8 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 from __future__ import annotations
 
 from otel_aibill.db import Component, Migration
-from otel_aibill.ledger import rollup
 from otel_aibill.ledger.rows import DIM_COLUMNS
+from otel_aibill.ledger.sqlite import rollup
 
 _V1_USAGE = """
 CREATE TABLE usage (

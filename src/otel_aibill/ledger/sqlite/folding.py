@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from otel_aibill.ledger import rollup
+from otel_aibill.ledger.sqlite import rollup
 
 _log = logging.getLogger(__name__)
 
