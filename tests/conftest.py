@@ -1,4 +1,4 @@
-"""Fixtures shared by the suite: ledger URLs for every backend."""
+"""Fixtures shared by the suite: ledger and export store URLs for every backend."""
 
 from __future__ import annotations
 
@@ -26,4 +26,14 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/ledger.db"
     else:
         with fresh_schema() as url:
+            yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL for the Stripe export store, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/aibill.db"
+    else:
+        with fresh_schema("s") as url:
             yield url

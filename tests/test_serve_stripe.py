@@ -265,10 +265,10 @@ def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
             assert fake.totals(EVENT) == {c: want[c] for c in ("cus_acme", "cus_globex")}
             assert want["cus_acme"] > 0 and want["cus_globex"] > 0
 
-            # Unmapped usage is held as dead letters, every row of it, and still in the ledger.
+            # Unmapped usage is held, every row of it, and still in the ledger.
             store = ExportStore(db)
             hooli_seqs = {r.seq for r in rows if r.priced.usage.customer == "hooli"}
-            held = [d for d in store.dead_letters() if d.reason == "no_stripe_mapping"]
+            held = [d for d in store.held() if d.reason == "no_stripe_mapping"]
             assert {d.row.seq for d in held} == hooli_seqs
             hooli = runner.invoke(app, [*base, "usage", "--customer", "hooli", "--format", "json"])
             assert hooli.exit_code == 0, hooli.output
@@ -282,7 +282,7 @@ def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
             assert statuses and set(statuses) == {200}
             assert "cus_initech" in store.rejected_customers()
             initech_seqs = {r.seq for r in rows if r.priced.usage.customer == "initech"}
-            rejected = [d for d in store.dead_letters() if d.reason == "rejected_customer"]
+            rejected = [d for d in store.held() if d.reason == "rejected_customer"]
             assert {d.row.seq for d in rejected} == initech_seqs
             assert {e.code for e in store.webhook_errors()} == {"meter_event_customer_not_found"}
 
@@ -310,7 +310,7 @@ def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
             _wait("initech to be sent", lambda: fake.totals(EVENT).get("cus_initech") == want["cus_initech"])
             _wait("the exporter to settle", lambda: settled(db, total))
             assert fake.totals(EVENT) == want
-            assert not [d for d in store.dead_letters() if d.reason == "rejected_customer"]
+            assert not [d for d in store.held() if d.reason == "rejected_customer"]
 
             # Stripe's summaries agree with the ledger and with what was sent.
             starts = [r.priced.usage.start_time_ns // 1_000_000_000 for r in rows]
@@ -319,7 +319,7 @@ def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
             rec = runner.invoke(app, [*base, "stripe", "reconcile", *window], env={"COLUMNS": "200"})
             assert rec.exit_code == 0, rec.output
             assert "MISMATCH" not in rec.output
-            assert f"dead letters {len(hooli_seqs)} rows: no_stripe_mapping" in rec.output
+            assert f"held {len(hooli_seqs)} rows: no_stripe_mapping" in rec.output
             store.close()
         finally:
             assert serve.stop() == 0, serve.log.read_text()
@@ -389,7 +389,7 @@ def test_webhook_refuses_a_replayed_old_signature(tmp_path: Path) -> None:
     ("toml", "db", "message"),
     [
         ('[stripe]\nmode = "invoices"\n', "sqlite:///{tmp}/l.db", "invalid [stripe] settings"),
-        ("", "postgresql://127.0.0.1:1/none", "Stripe export store supports sqlite"),
+        ("", "mysql://127.0.0.1:1/none", "Stripe export store needs a sqlite:///path.db or postgresql://"),
     ],
 )
 def test_serve_refuses_what_it_cannot_export(tmp_path: Path, toml: str, db: str, message: str) -> None:

@@ -14,13 +14,13 @@ from starlette.testclient import TestClient
 
 from fakestripe import FakeStripe
 from fakestripe.support import client_for, priced
-from otel_aibill.stripe import ExportStore, StripeExporter
+from otel_aibill.stripe import StripeExporter
 from otel_aibill.stripe.plan import token_types
 from otel_aibill.stripe.setup import SetupError, ensure_meters
 from otel_aibill.stripe.store import StoredEvent
 from otel_aibill.stripe.transport import Outcome, SendResult, isolate, rfc3339
 from otel_aibill.stripe.webhook import webhook_route
-from test_stripe_export import Harness, make_rows, settings
+from test_stripe_export import Harness, make_rows, settings, store_execute
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +29,13 @@ def _fast_sdk_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stripe._http_client.HTTPClient, "MAX_DELAY", 0.02)
 
 
-def test_a_row_with_impossible_token_parts_is_held_not_blocking_the_export(tmp_path: Path) -> None:
+def test_a_row_with_impossible_token_parts_is_held_not_blocking_the_export(
+    tmp_path: Path, store_url: str
+) -> None:
     """Cache reads above the prompt total (a provider convention the normalizer missed) must not
     stop every later row from being exported: the row is held, the rest goes out."""
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(mode="tokens"))
+        h = Harness(tmp_path, fake, settings(mode="tokens"), store_url=store_url)
         now = int(fake.clock())
         h.add(
             [
@@ -43,7 +45,7 @@ def test_a_row_with_impossible_token_parts_is_held_not_blocking_the_export(tmp_p
         )
         h.settle()
         assert fake.totals(h.sc.tokens_event_name) == {"cus_acme": 120}
-        assert [(d.row.seq, d.reason) for d in h.store.dead_letters()] == [(1, "invalid_tokens")]
+        assert [(d.row.seq, d.reason) for d in h.store.held()] == [(1, "invalid_tokens")]
         h.add([priced(3, "acme", now - 80, "1", input_tokens=7, output_tokens=3)])
         h.settle()
         assert fake.totals(h.sc.tokens_event_name) == {"cus_acme": 130}
@@ -68,9 +70,9 @@ class _Interleaved:
 
 
 @pytest.mark.parametrize("at", [1, 2])  # before the first page is staged; between two pages
-def test_two_exporters_reading_the_same_rows_bill_them_once(tmp_path: Path, at: int) -> None:
+def test_two_exporters_reading_the_same_rows_bill_them_once(tmp_path: Path, at: int, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(page_rows=2))
+        h = Harness(tmp_path, fake, settings(page_rows=2), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(i, "acme", now - 100 - i, "1.5") for i in range(1, 5)])
         other = h.exporter()
@@ -116,22 +118,26 @@ def test_setup_refuses_an_existing_meter_that_counts_differently(field: str, exi
             ensure_meters(client, sc)
 
 
-def test_a_rejected_customer_holds_only_the_rows_of_the_events_taken_back(tmp_path: Path) -> None:
+def test_a_rejected_customer_holds_only_the_rows_of_the_events_taken_back(
+    tmp_path: Path, store_url: str
+) -> None:
     """Events of one batch sent before the rejection's start stay counted in Stripe; holding their
     rows too would send them a second time once the customer is released."""
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
+        h = Harness(tmp_path, fake, settings(), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(1, "acme", now - 2 * 3600, "1"), priced(2, "acme", now - 60, "2")])
         h.settle()
         early, late = sorted(h.store.events(states=["sent"]), key=lambda e: e.window_start)
         # The earlier window's event went out two hours before the later one (retries in between).
-        h.store._conn.execute(
-            "UPDATE stripe_event SET sent_at = ? WHERE identifier = ?", (now - 7200, early.identifier)
+        store_execute(
+            h.store,
+            "UPDATE stripe_event SET sent_at = ? WHERE identifier = ?",
+            (now - 7200, early.identifier),
         )
         h.store.reject_customer("cus_acme", "meter_event_customer_not_found", "gone", now - 3600, now)
         assert h.store.event(early.identifier).state == "sent"  # type: ignore[union-attr]
-        held = {d.row.seq for d in h.store.dead_letters()}
+        held = {d.row.seq for d in h.store.held()}
         assert held == set(h.store.event_members(late.identifier)) == {2}
 
 
@@ -150,8 +156,8 @@ def _reject_after_first_send(h: Harness, fake: FakeStripe, customer: str) -> lis
     for _ in range(5):
         if exp.run_once().settled:
             break
-    h.store._conn.execute(
-        "UPDATE stripe_event SET sent_at = sent_at - 7200 WHERE identifier = ?", (first[0],)
+    store_execute(
+        h.store, "UPDATE stripe_event SET sent_at = sent_at - 7200 WHERE identifier = ?", (first[0],)
     )
     secret = "whsec_test"
     fake.webhook_secret, fake.webhook_url = secret, "http://testserver/stripe/webhook"
@@ -161,11 +167,13 @@ def _reject_after_first_send(h: Harness, fake: FakeStripe, customer: str) -> lis
     return first
 
 
-def test_rejected_then_released_customer_is_billed_exactly_once_with_its_remainder(tmp_path: Path) -> None:
+def test_rejected_then_released_customer_is_billed_exactly_once_with_its_remainder(
+    tmp_path: Path, store_url: str
+) -> None:
     """Sub-unit amounts: the carry taken back with the rejected events and applied again when their
     rows are re-planned must neither count twice nor vanish."""
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(concurrency=1))
+        h = Harness(tmp_path, fake, settings(concurrency=1), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(i, "acme", now - 2 * 3600 - i, "0.3333336") for i in range(1, 4)])
         h.add([priced(i, "acme", now - 60 - i, "0.6666668") for i in range(4, 7)])
@@ -174,7 +182,7 @@ def test_rejected_then_released_customer_is_billed_exactly_once_with_its_remaind
         assert kept is not None and kept.state == "sent"
         rejected = h.store.events(states=["rejected"])
         assert len(rejected) == 1
-        held = {d.row.seq for d in h.store.dead_letters()}
+        held = {d.row.seq for d in h.store.held()}
         assert held == set(h.store.event_members(rejected[0].identifier))
         assert held.isdisjoint(h.store.event_members(kept.identifier)) and len(held) == 3
         fake.add_customer("cus_acme")
@@ -186,11 +194,11 @@ def test_rejected_then_released_customer_is_billed_exactly_once_with_its_remaind
         h.check()
 
 
-def test_rejected_token_types_hold_only_their_part_of_a_row(tmp_path: Path) -> None:
+def test_rejected_token_types_hold_only_their_part_of_a_row(tmp_path: Path, store_url: str) -> None:
     """Tokens mode: one row is several events (one per token type). When only some of them are
     taken back, the row is held reduced to those types, so the counted ones are not sent again."""
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(mode="tokens", concurrency=1))
+        h = Harness(tmp_path, fake, settings(mode="tokens", concurrency=1), store_url=store_url)
         now = int(fake.clock())
         h.add(
             [
@@ -213,7 +221,7 @@ def test_rejected_token_types_hold_only_their_part_of_a_row(tmp_path: Path) -> N
         counted = h.store.event(first[0])
         assert counted is not None and counted.state == "sent"
         [held_kind] = [v for k, v in counted.dims if k == "token_type"]
-        by_seq = {d.row.seq: d.row for d in h.store.dead_letters()}
+        by_seq = {d.row.seq: d.row for d in h.store.held()}
         assert set(by_seq) == {1, 2}
         model = dict(counted.dims)["model"]
         seq = 1 if model == "openai/gpt-4o" else 2
@@ -226,42 +234,27 @@ def test_rejected_token_types_hold_only_their_part_of_a_row(tmp_path: Path) -> N
         h.check()
 
 
-def test_two_rejections_of_one_row_hold_the_union_of_their_parts(tmp_path: Path) -> None:
+def test_two_rejections_of_one_row_hold_the_union_of_their_parts(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(mode="tokens"))
+        h = Harness(tmp_path, fake, settings(mode="tokens"), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(1, "acme", now - 60, "1", input_tokens=100, output_tokens=20, cache_read=30)])
         h.settle()
         events = {dict(e.dims)["token_type"]: e for e in h.store.events(states=["sent"])}
         assert set(events) == {"input", "cached_input", "output"}
         for at, kind in enumerate(("input", "cached_input", "output")):
-            h.store._conn.execute(
+            store_execute(
+                h.store,
                 "UPDATE stripe_event SET sent_at = ? WHERE identifier = ?",
                 (now + 100 * at, events[kind].identifier),
             )
         h.store.reject_customer("cus_acme", "meter_event_customer_not_found", "gone", now + 200, now)
-        [dl] = h.store.dead_letters()
+        [dl] = h.store.held()
         assert token_types(dl.row, ()) == [("output", 20)]
         h.store.reject_customer("cus_acme", "meter_event_customer_not_found", "gone", now + 100, now)
-        [dl] = h.store.dead_letters()
+        [dl] = h.store.held()
         assert token_types(dl.row, ()) == [("cached_input", 30), ("output", 20)]
         assert h.store.event(events["input"].identifier).state == "sent"  # type: ignore[union-attr]
-
-
-def test_store_migration_records_membership_of_events_finalized_before_it(tmp_path: Path) -> None:
-    with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
-        h.add(make_rows(int(fake.clock()), n=40))
-        h.settle()
-        before = {e.identifier: h.store.event_members(e.identifier) for e in h.store.events()}
-        assert before and all(before.values())
-        # The store as the previous release left it: no membership table, version 2.
-        h.store._conn.execute("DROP TABLE stripe_event_row")
-        h.store._conn.execute("DELETE FROM stripe_schema_version WHERE version = 3")
-        h.store.close()
-        again = ExportStore(h.url)
-        assert again.schema_version == 3
-        assert {i: again.event_members(i) for i in before} == before
 
 
 class _Stop(Exception):
@@ -282,11 +275,13 @@ def _finalize_only(h: Harness) -> list[Any]:
     return pending
 
 
-def test_v2_duplicate_in_a_chunk_is_isolated_not_taken_for_the_whole_chunk(tmp_path: Path) -> None:
+def test_v2_duplicate_in_a_chunk_is_isolated_not_taken_for_the_whole_chunk(
+    tmp_path: Path, store_url: str
+) -> None:
     """One event of a chunk reached Stripe before (its answer was lost). A 400 duplicate_meter_event
     for the request refuses all of it: taken for every event, the others would never be sent."""
     with FakeStripe(stream_sync_errors=True) as fake:
-        h = Harness(tmp_path, fake, settings(api="v2"))
+        h = Harness(tmp_path, fake, settings(api="v2"), store_url=store_url)
         h.add(make_rows(int(fake.clock()), n=40))
         pending = _finalize_only(h)
         delivered = pending[len(pending) // 3]
@@ -310,13 +305,13 @@ def test_v2_duplicate_in_a_chunk_is_isolated_not_taken_for_the_whole_chunk(tmp_p
         h.check()
 
 
-def test_v2_one_bad_event_in_a_chunk_is_the_only_one_marked(tmp_path: Path) -> None:
+def test_v2_one_bad_event_in_a_chunk_is_the_only_one_marked(tmp_path: Path, store_url: str) -> None:
     with FakeStripe(stream_sync_errors=True) as fake:
-        h = Harness(tmp_path, fake, settings(api="v2"))
+        h = Harness(tmp_path, fake, settings(api="v2"), store_url=store_url)
         h.add(make_rows(int(fake.clock()), n=40))
         pending = _finalize_only(h)
         bad = pending[-2]
-        h.store._conn.execute("UPDATE stripe_event SET value = -5 WHERE identifier = ?", (bad.identifier,))
+        store_execute(h.store, "UPDATE stripe_event SET value = -5 WHERE identifier = ?", (bad.identifier,))
         report = h.exporter().run_once()
         [marked] = h.store.events(states=["error"])
         assert (marked.identifier, marked.error_code) == (bad.identifier, "payload_invalid_value")

@@ -25,6 +25,7 @@ import stripe._http_client
 from fakestripe import Clock, FakeStripe, Faults
 from fakestripe.support import client_for, open_test_ledger, priced
 from otel_aibill.config import Config
+from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import AppendBatch
 from otel_aibill.stripe import ExportStore, StripeConfig, StripeExporter
 from otel_aibill.stripe.plan import ExportRow, token_types
@@ -82,12 +83,32 @@ def make_rows(now: int, n: int = 60, seed: int = 7) -> list[Any]:
     return rows
 
 
+def ledger_url_beside(store_url: str, tmp: Path) -> str:
+    """The ledger for a store: the same database where that backend has a ledger, else SQLite."""
+    if store_url.startswith("sqlite"):
+        return store_url
+    try:
+        open_ledger(store_url).close()
+    except ValueError:
+        return f"sqlite:///{tmp / 'ledger.db'}"
+    return store_url
+
+
+def store_execute(store: ExportStore, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the store's tables behind its back (``?`` placeholders, on either backend)."""
+    with store._db.tx() as cur:
+        cur.execute(sql, params)
+
+
 class Harness:
-    def __init__(self, tmp: Path, fake: FakeStripe, sc: StripeConfig) -> None:
-        self.url = f"sqlite:///{tmp / 'aibill.db'}"
+    def __init__(self, tmp: Path, fake: FakeStripe, sc: StripeConfig, store_url: str | None = None) -> None:
+        self.url = store_url or f"sqlite:///{tmp / 'aibill.db'}"
+        self.ledger_url = ledger_url_beside(self.url, tmp)
         self.fake, self.sc = fake, sc
-        self.config = Config(db=self.url, customers={k: v for k, v in CUSTOMERS.items() if k != "cus_direct"})
-        self.ledger = open_test_ledger(self.url)
+        self.config = Config(
+            db=self.ledger_url, customers={k: v for k, v in CUSTOMERS.items() if k != "cus_direct"}
+        )
+        self.ledger = open_test_ledger(self.ledger_url)
         self.store = ExportStore(self.url)
         self.client = client_for(fake, sc)
         fake.add_customer(*CUSTOMERS.values())
@@ -140,7 +161,7 @@ class Harness:
         assert len(counted) == len(set(counted))
         sent = {e.identifier for e in self.store.events(states=["sent"])}
         assert set(counted) == sent  # every counted event is one we recorded as sent, and vice versa
-        held = {d.row.seq for d in self.store.dead_letters()}
+        held = {d.row.seq for d in self.store.held()}
         assert len(held) == sum(1 for p in self.rows if p.usage.customer in ("nomap", "unattributed"))
 
 
@@ -152,8 +173,8 @@ def fake() -> Any:
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 @pytest.mark.parametrize("mode", ["cost", "tokens"])
-def test_export_without_faults(tmp_path: Path, fake: FakeStripe, api: str, mode: str) -> None:
-    h = Harness(tmp_path, fake, settings(api=api, mode=mode))
+def test_export_without_faults(tmp_path: Path, fake: FakeStripe, api: str, mode: str, store_url: str) -> None:
+    h = Harness(tmp_path, fake, settings(api=api, mode=mode), store_url=store_url)
     now = int(fake.clock())
     h.add(make_rows(now))
     h.settle()
@@ -173,9 +194,9 @@ def test_export_without_faults(tmp_path: Path, fake: FakeStripe, api: str, mode:
 
 @pytest.mark.parametrize("kind", ["500", "429", "timeout", "reset", "lost"])
 @pytest.mark.parametrize("api", ["v1", "v2"])
-def test_faults_at_30_percent_cost(tmp_path: Path, api: str, kind: str) -> None:
+def test_faults_at_30_percent_cost(tmp_path: Path, api: str, kind: str, store_url: str) -> None:
     with FakeStripe(faults=Faults(rate=0.3, kinds=(kind,), seed=zlib.crc32(f"{api}{kind}".encode()))) as fake:
-        h = Harness(tmp_path, fake, settings(api=api, max_events_per_request=1))
+        h = Harness(tmp_path, fake, settings(api=api, max_events_per_request=1), store_url=store_url)
         h.add(make_rows(int(fake.clock()), n=45))
         h.settle()
         h.check()
@@ -183,9 +204,11 @@ def test_faults_at_30_percent_cost(tmp_path: Path, api: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
-def test_all_faults_at_30_percent_tokens(tmp_path: Path, api: str) -> None:
+def test_all_faults_at_30_percent_tokens(tmp_path: Path, api: str, store_url: str) -> None:
     with FakeStripe(faults=Faults(rate=0.3, seed=3)) as fake:
-        h = Harness(tmp_path, fake, settings(api=api, mode="tokens", max_events_per_request=3))
+        h = Harness(
+            tmp_path, fake, settings(api=api, mode="tokens", max_events_per_request=3), store_url=store_url
+        )
         h.add(make_rows(int(fake.clock()), n=40))
         h.settle()
         h.check()
@@ -225,7 +248,7 @@ CRASH_SCRIPT = textwrap.dedent(
             seen.append(1)
             if len(seen) == {after}:
                 os.kill(os.getpid(), signal.SIGKILL)
-    StripeExporter(open_test_ledger({url!r}), ExportStore({url!r}), config, client, stripe_settings=sc,
+    StripeExporter(open_test_ledger({ledger_url!r}), ExportStore({url!r}), config, client, stripe_settings=sc,
                    hook=hook).run_once()
     """
 )
@@ -236,12 +259,12 @@ CRASH_SCRIPT = textwrap.dedent(
     [("v1", "sent", 3), ("v2", "sent", 1), ("v1", "staged", 1), ("v2", "finalized", 1)],
 )
 def test_sigkill_between_steps_then_restart(
-    tmp_path: Path, fake: FakeStripe, api: str, point: str, after: int
+    tmp_path: Path, fake: FakeStripe, api: str, point: str, after: int, store_url: str
 ) -> None:
     from fakestripe.server import API_KEY
 
     sc = settings(api=api, concurrency=1, max_events_per_request=5, page_rows=20)
-    h = Harness(tmp_path, fake, sc)
+    h = Harness(tmp_path, fake, sc, store_url=store_url)
     h.add(make_rows(int(fake.clock()), n=50))
     script = CRASH_SCRIPT.format(
         tests=str(Path(__file__).parent),
@@ -253,6 +276,7 @@ def test_sigkill_between_steps_then_restart(
         point=point,
         after=after,
         url=h.url,
+        ledger_url=h.ledger_url,
     )
     proc = subprocess.run(
         [sys.executable, "-c", script],

@@ -1,4 +1,4 @@
-"""Stale batches, Stripe-rejected customers via the webhook, dead letters, dry-run, old usage, carry."""
+"""Stale batches, Stripe-rejected customers via the webhook, held rows, dry-run, old usage, carry."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def test_carry_one_million_sub_unit_amounts_never_drifts() -> None:
     assert 0 <= remainder < 1
 
 
-def test_carry_end_to_end_sub_unit_rows(tmp_path: Path) -> None:
+def test_carry_end_to_end_sub_unit_rows(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(unit_exponent=2))  # cents: every row is a fraction of a unit
+        h = Harness(
+            tmp_path, fake, settings(unit_exponent=2), store_url=store_url
+        )  # cents: every row is a fraction of a unit
         now = int(fake.clock())
         rows = [priced(i, "acme", now - 7200 + i * 20, Decimal("0.00333")) for i in range(1, 301)]
         for chunk in range(0, 300, 50):  # several batches, so the remainder crosses batches
@@ -52,11 +54,11 @@ def test_carry_end_to_end_sub_unit_rows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kind", "committed"), [("lost", True), ("reset", False)])
 def test_unconfirmed_past_dedupe_window_is_reconciled_not_blindly_resent(
-    tmp_path: Path, kind: str, committed: bool
+    tmp_path: Path, kind: str, committed: bool, store_url: str
 ) -> None:
     clock = Clock()
     with FakeStripe(clock=clock, faults=Faults(rate=1.0, kinds=(kind,))) as fake:
-        h = Harness(tmp_path, fake, settings(max_network_retries=0))
+        h = Harness(tmp_path, fake, settings(max_network_retries=0), store_url=store_url)
         h.add([priced(i, "acme", int(clock()) - 600 - i, "0.5") for i in range(1, 4)])
         report = h.exporter().run_once()
         assert report.pending == 1  # one event, attempted, fate unknown
@@ -69,9 +71,9 @@ def test_unconfirmed_past_dedupe_window_is_reconciled_not_blindly_resent(
         assert fake.totals(h.sc.cost_event_name) == {"cus_acme": 1_500_000}
 
 
-def test_rejected_customer_goes_to_dead_letters_and_is_sent_when_fixed(tmp_path: Path) -> None:
+def test_rejected_customer_is_held_and_is_sent_when_fixed(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(api="v2"))
+        h = Harness(tmp_path, fake, settings(api="v2"), store_url=store_url)
         fake.state.customers.discard("cus_globex")  # Stripe does not know this one
         secret = "whsec_test"
         app = Starlette(routes=[webhook_route(h.store, secret, h.client)])
@@ -87,7 +89,7 @@ def test_rejected_customer_goes_to_dead_letters_and_is_sent_when_fixed(tmp_path:
         assert "cus_globex" in h.store.rejected_customers()
         errors = h.store.webhook_errors()
         assert {e.code for e in errors} == {"meter_event_customer_not_found"}
-        dead = [d for d in h.store.dead_letters() if d.reason == "rejected_customer"]
+        dead = [d for d in h.store.held() if d.reason == "rejected_customer"]
         assert dead and all(d.row.stripe_customer == "cus_globex" for d in dead)
 
         # Still rejected: nothing is sent for it.
@@ -100,9 +102,9 @@ def test_rejected_customer_goes_to_dead_letters_and_is_sent_when_fixed(tmp_path:
         h.check()
 
 
-def test_webhook_refuses_a_bad_signature(tmp_path: Path) -> None:
+def test_webhook_refuses_a_bad_signature(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
+        h = Harness(tmp_path, fake, settings(), store_url=store_url)
         web = TestClient(Starlette(routes=[webhook_route(h.store, "whsec_right")]))
         body = json.dumps(
             {"id": "evt_1", "object": "v2.core.event", "type": "v1.billing.meter.no_meter_found"}
@@ -114,34 +116,34 @@ def test_webhook_refuses_a_bad_signature(tmp_path: Path) -> None:
         assert h.store.webhook_errors() == []
 
 
-def test_mapping_added_later_releases_dead_letters(tmp_path: Path) -> None:
+def test_mapping_added_later_releases_held_rows(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
+        h = Harness(tmp_path, fake, settings(), store_url=store_url)
         fake.add_customer("cus_nomap")
         now = int(fake.clock())
         h.add([priced(1, "nomap", now - 100, "1.25"), priced(2, "acme", now - 50, "2")])
         h.settle()
-        assert [d.reason for d in h.store.dead_letters()] == ["no_stripe_mapping"]
+        assert [d.reason for d in h.store.held()] == ["no_stripe_mapping"]
         h.ledger.set_customer("nomap", "cus_nomap")
         h.settle()
-        assert h.store.dead_letters() == []
+        assert h.store.held() == []
         assert fake.totals(h.sc.cost_event_name) == {"cus_acme": 2_000_000, "cus_nomap": 1_250_000}
 
 
-def test_usage_older_than_stripe_accepts_is_held_not_sent(tmp_path: Path) -> None:
+def test_usage_older_than_stripe_accepts_is_held_not_sent(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
+        h = Harness(tmp_path, fake, settings(), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(1, "acme", now - 40 * 86400, "3"), priced(2, "acme", now - 60, "1")])
         report = h.exporter().run_once()
-        assert report.dead_lettered == {"too_old": 1}
-        assert [(d.row.seq, d.reason) for d in h.store.dead_letters()] == [(1, "too_old")]
+        assert report.held == {"too_old": 1}
+        assert [(d.row.seq, d.reason) for d in h.store.held()] == [(1, "too_old")]
         assert fake.totals(h.sc.cost_event_name) == {"cus_acme": 1_000_000}
 
 
-def test_dry_run_records_and_lists_without_consuming(tmp_path: Path) -> None:
+def test_dry_run_records_and_lists_without_consuming(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings())
+        h = Harness(tmp_path, fake, settings(), store_url=store_url)
         now = int(fake.clock())
         h.add([priced(1, "acme", now - 100, "0.0000015"), priced(2, "cus_direct", now - 90, "2")])
         exp = StripeExporter(h.ledger, h.store, h.config, None, stripe_settings=h.sc, clock=fake.clock)
@@ -159,9 +161,9 @@ def test_dry_run_records_and_lists_without_consuming(tmp_path: Path) -> None:
         assert fake.totals(h.sc.cost_event_name) == {"cus_acme": 1, "cus_direct": 2_000_000}
 
 
-def test_audit_event_members_are_the_rows_summed(tmp_path: Path) -> None:
+def test_audit_event_members_are_the_rows_summed(tmp_path: Path, store_url: str) -> None:
     with FakeStripe() as fake:
-        h = Harness(tmp_path, fake, settings(mode="tokens"))
+        h = Harness(tmp_path, fake, settings(mode="tokens"), store_url=store_url)
         h.add(make_rows(int(fake.clock()), n=30))
         h.settle()
         seqs_by_customer: dict[str, set[int]] = {}
@@ -174,14 +176,6 @@ def test_audit_event_members_are_the_rows_summed(tmp_path: Path) -> None:
             if p.usage.customer in CUSTOMERS:
                 expected.setdefault(CUSTOMERS[p.usage.customer], set()).add(i)
         assert seqs_by_customer == expected
-
-
-def test_store_migration_is_versioned_and_idempotent(tmp_path: Path) -> None:
-    from otel_aibill.stripe import ExportStore
-
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    assert ExportStore(url).schema_version == 3
-    assert ExportStore(url).schema_version == 3
 
 
 def _unused(*_: Any) -> None:

@@ -130,11 +130,11 @@ def stripe_side(cfg: Config, console: Console) -> Iterator[list[Any]]:
             highlight=False,
         )
     if env.api_key or env.webhook_secret:
-        from otel_aibill.stripe.store import ExportStore, sqlite_path
+        from otel_aibill.stripe.store import ExportStore, check_store_url
         from otel_aibill.stripe.transport import make_client
 
         try:
-            sqlite_path(cfg.db)  # refuse now rather than run without export
+            check_store_url(cfg.db)  # refuse now rather than run without export
         except ValueError as exc:
             raise fail(str(exc)) from exc
         client = make_client(env, sc)

@@ -112,7 +112,7 @@ def export(
             f"  sent {report.events_sent}  already in Stripe {report.events_already_in_stripe}"
             f"  requests {report.requests}  pending {report.pending}  review {report.review}"
         )
-    for reason, n in sorted(report.dead_lettered.items()):
+    for reason, n in sorted(report.held.items()):
         console.print(f"[yellow]held[/yellow] {n} rows: {reason}")
     for err in report.errors:
         console.print(f"[red]{escape(str(err))}[/red]")
@@ -150,8 +150,8 @@ def reconcile(
             "ok" if ln.ok else "MISMATCH",
         )
     console.print(table)
-    for dl_reason, count in _dead_counts(store).items():
-        console.print(f"[yellow]dead letters[/yellow] {count} rows: {dl_reason}")
+    for reason, count in _held_counts(store).items():
+        console.print(f"[yellow]held[/yellow] {count} rows: {reason}")
     for err in store.webhook_errors():
         console.print(
             f"[red]stripe reported[/red] {escape(f'{err.type} {err.code} {err.identifier}: {err.message}')}"
@@ -160,10 +160,10 @@ def reconcile(
         raise typer.Exit(1)
 
 
-def _dead_counts(store: Any) -> dict[str, int]:
+def _held_counts(store: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for dl in store.dead_letters():
-        counts[dl.reason] = counts.get(dl.reason, 0) + 1
+    for item in store.held():
+        counts[item.reason] = counts.get(item.reason, 0) + 1
     return counts
 
 
@@ -185,7 +185,7 @@ def held(
             n = store.clear_rejections(None if release_rejected == "all" else release_rejected)
             console.print(f"released {n} rejected customer(s)")
         table = Table("reason", "rows")
-        for reason, n in sorted(_dead_counts(store).items()):
+        for reason, n in sorted(_held_counts(store).items()):
             table.add_row(reason, f"{n:,}")
         console.print(table)
     finally:

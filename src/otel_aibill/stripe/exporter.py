@@ -1,6 +1,6 @@
 """The exporter loop: ledger rows -> persisted batch -> meter events -> confirmed, exactly once.
 
-Order of a run: finish batches a crash left half-built; put ledger rows (and dead letters that
+Order of a run: finish batches a crash left half-built; put ledger rows (and held rows that
 can now be sent) into one new batch, planned and persisted before sending; reconcile events
 whose first attempt is older than Stripe's dedupe window; send the rest; record the outcome.
 """
@@ -29,7 +29,7 @@ from otel_aibill.stripe.config import StripeConfig, currency_of, stripe_config
 from otel_aibill.stripe.customers import customer_map, resolve
 from otel_aibill.stripe.plan import ExportRow, plan_batch, token_types
 from otel_aibill.stripe.reconcile import committed_subset, meter_ids, summary_total
-from otel_aibill.stripe.store import DEAD_LETTER_BATCH, DeadLetter, ExportStore, StoredEvent
+from otel_aibill.stripe.store import HELD_BATCH, ExportStore, HeldRow, StoredEvent
 from otel_aibill.stripe.transport import Outcome, SendResult, V1Sender, V2Sender, isolate
 from otel_aibill.usage import UNATTRIBUTED
 
@@ -38,7 +38,7 @@ log = logging.getLogger("otel_aibill.stripe")
 Hook = Callable[[str, Sequence[str]], None]
 """Called at ``staged``, ``finalized`` and ``sent`` (after Stripe answered, before we record it)."""
 
-RETRYABLE_DEAD = ("no_stripe_mapping", "rejected_customer", "currency_mismatch")
+RETRYABLE_HELD = ("no_stripe_mapping", "rejected_customer", "currency_mismatch")
 
 
 class LeaseLost(RuntimeError):
@@ -59,8 +59,10 @@ class ExportReport:
     rejected: int = 0
     reconciled: int = 0
     review: int = 0
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    dead_letters_retried: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+    """Rows newly held back, by reason."""
+    held_released: int = 0
+    """Held rows whose cause was fixed, sent on in this run."""
     pending: int = 0
     errors: list[str] = field(default_factory=list)
     dry_run_events: list[dict[str, Any]] = field(default_factory=list)
@@ -143,26 +145,26 @@ class StripeExporter:
 
     def _classify(
         self, row: ExportRow, mapping: Mapping[str, str], rejected: Mapping[str, str], now: int
-    ) -> ExportRow | DeadLetter:
+    ) -> ExportRow | HeldRow:
         if row.customer in ("", UNATTRIBUTED):
-            return DeadLetter(row, "unattributed", "usage without a customer", now)
+            return HeldRow(row, "unattributed", "usage without a customer", now)
         if row.start_ns // 1_000_000_000 < now - self.sc.max_event_age:
-            return DeadLetter(
+            return HeldRow(
                 row, "too_old", f"older than {self.sc.max_event_age}s: Stripe would refuse it", now
             )
         if self.sc.mode == "cost" and row.currency.upper() != self.currency:
-            return DeadLetter(row, "currency_mismatch", f"{row.currency} usage, {self.currency} meter", now)
+            return HeldRow(row, "currency_mismatch", f"{row.currency} usage, {self.currency} meter", now)
         if self.sc.mode == "tokens":
             # One row whose parts exceed their totals would otherwise fail every later plan.
             try:
                 token_types(row, self.sc.cache_token_providers)
             except ValueError as exc:
-                return DeadLetter(row, "invalid_tokens", str(exc), now)
+                return HeldRow(row, "invalid_tokens", str(exc), now)
         stripe_id = resolve(row.customer, mapping)
         if stripe_id is None:
-            return DeadLetter(row, "no_stripe_mapping", f"no Stripe customer for {row.customer!r}", now)
+            return HeldRow(row, "no_stripe_mapping", f"no Stripe customer for {row.customer!r}", now)
         if stripe_id in rejected:
-            return DeadLetter(
+            return HeldRow(
                 _with_customer(row, stripe_id),
                 "rejected_customer",
                 rejected[stripe_id],
@@ -178,21 +180,21 @@ class StripeExporter:
         self.store.create_batch(batch_id, now, self.sc.api, self.sc.mode)
         staged = 0
 
-        # Dead letters whose cause is gone go first, into the same batch.
+        # Held rows whose cause is gone go first, into the same batch.
         retry = []
-        for dl in self.store.dead_letters():
-            if dl.reason not in RETRYABLE_DEAD:
+        for held in self.store.held():
+            if held.reason not in RETRYABLE_HELD:
                 continue
-            if dl.reason == "rejected_customer" and dl.row.stripe_customer in rejected:
+            if held.reason == "rejected_customer" and held.row.stripe_customer in rejected:
                 continue
-            fixed = self._classify(dl.row, mapping, rejected, now)
+            fixed = self._classify(held.row, mapping, rejected, now)
             if isinstance(fixed, ExportRow):
                 retry.append(fixed)
         if retry:
-            # The ledger keeps these rows in the dead-letter batch (it never moves a row between
+            # The ledger keeps these rows in the held batch (it never moves a row between
             # batches); which events they ended up in is recorded here (``event_members``).
-            self.store.restage_dead(batch_id, retry)
-            report.dead_letters_retried += len(retry)
+            self.store.restage_held(batch_id, retry)
+            report.held_released += len(retry)
             staged += len(retry)
 
         while staged < self.sc.batch_rows:
@@ -211,22 +213,22 @@ class StripeExporter:
                     break
                 continue
             rows: list[ExportRow] = []
-            dead: list[DeadLetter] = []
+            held_rows: list[HeldRow] = []
             for lrow in fresh:
                 item = self._classify(_export_row(lrow), mapping, rejected, now)
-                (rows if isinstance(item, ExportRow) else dead).append(item)  # type: ignore[arg-type]
-            self.store.stage(batch_id, rows, dead)
+                (rows if isinstance(item, ExportRow) else held_rows).append(item)  # type: ignore[arg-type]
+            self.store.stage(batch_id, rows, held_rows)
             self._hook("staged", [str(r.seq) for r in rows])
             if rows:
                 self.ledger.assign_export_batch([r.seq for r in rows], batch_id)
-            if dead:
-                self.ledger.assign_export_batch([d.row.seq for d in dead], DEAD_LETTER_BATCH)
-                held: dict[str, int] = {}
-                for d in dead:
-                    report.dead_lettered[d.reason] = report.dead_lettered.get(d.reason, 0) + 1
-                    held[d.reason] = held.get(d.reason, 0) + 1
+            if held_rows:
+                self.ledger.assign_export_batch([d.row.seq for d in held_rows], HELD_BATCH)
+                counts: dict[str, int] = {}
+                for d in held_rows:
+                    report.held[d.reason] = report.held.get(d.reason, 0) + 1
+                    counts[d.reason] = counts.get(d.reason, 0) + 1
                     log.debug("stripe export: row %s held (%s): %s", d.row.seq, d.reason, d.detail)
-                for reason, n in sorted(held.items()):  # one line per reason, not one per row
+                for reason, n in sorted(counts.items()):  # one line per reason, not one per row
                     log.warning("stripe export: %d rows held (%s)", n, reason)
             staged += len(rows)
         if staged == 0:
@@ -238,7 +240,7 @@ class StripeExporter:
     def _reassign(self, known: Mapping[int, str]) -> None:
         by_batch: dict[str, list[int]] = defaultdict(list)
         for seq, batch in known.items():
-            by_batch[batch or DEAD_LETTER_BATCH].append(seq)
+            by_batch[batch or HELD_BATCH].append(seq)
         for batch, seqs in by_batch.items():
             self.ledger.assign_export_batch(seqs, batch)
 
@@ -433,7 +435,7 @@ class StripeExporter:
             if isinstance(item, ExportRow):
                 rows.append(item)
             else:
-                report.dead_lettered[item.reason] = report.dead_lettered.get(item.reason, 0) + 1
+                report.held[item.reason] = report.held.get(item.reason, 0) + 1
         events, _ = plan_batch("dryrun", rows, self.sc, self.store.carry(), now)
         report.rows_staged = len(rows)
         report.events_planned = len(events)

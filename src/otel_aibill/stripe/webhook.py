@@ -2,7 +2,7 @@
 
 ``v1.billing.meter.error_report_triggered`` and ``v1.billing.meter.no_meter_found`` carry only
 ids; with a client the full event is fetched to learn the error codes and sample identifiers.
-A customer Stripe does not know takes its events back into dead letters (sent again once fixed);
+A customer Stripe does not know takes its events back into held rows (sent again once fixed);
 other errors mark the events and are shown by ``otel-aibill stripe reconcile``.
 """
 
@@ -65,7 +65,7 @@ def apply_thin_event(
             if code in CUSTOMER_CODES:
                 taken = store.reject_customer(ev.stripe_customer, code, message, since, now)
                 log.error(
-                    "Stripe rejected customer %s (%s): %d events back to dead letters",
+                    "Stripe rejected customer %s (%s): %d events back to held rows",
                     ev.stripe_customer,
                     code,
                     taken,
