@@ -37,6 +37,7 @@ from otel_aibill.errors import is_data_error
 from otel_aibill.ledger.base import AppendBatch, Attribution, Ledger, LedgerRow
 from otel_aibill.pricing import Pricer
 from otel_aibill.records import replacer
+from otel_aibill.reported_cost import check as check_reported_costs
 from otel_aibill.samecall import SameCalls
 from otel_aibill.semconv import extract
 from otel_aibill.usage import (
@@ -194,6 +195,7 @@ class Pipeline:
         price = self.pricer.price
         rows = [price(usage) for usage in usages if usage.customer is not None]
         if len(rows) == len(usages):
+            check_reported_costs(rows)
             return Prepared(spans, usages, rows, [True] * len(rows), names, not_billable)
         stored = self._trace_customers.peek
         final_rows = iter(rows)
@@ -211,6 +213,7 @@ class Pipeline:
                 customer = names.get(trace_id)  # tentative: a stored customer wins at commit
             rows.append(price(usage if customer is None else _with_customer(usage, customer)))
             settled.append(final)
+        check_reported_costs(rows)
         return Prepared(spans, usages, rows, settled, names, not_billable)
 
     # -- stateful part: the single writer ------------------------------------------------------

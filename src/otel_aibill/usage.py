@@ -110,6 +110,7 @@ class UsageRecord:
     convention: str = ""  # which adapter read it: "genai", "traceloop", "openinference", ...
     customer: str | None = None  # the app's customer id, None while unknown (pending)
     parent_span_id: str | None = None
+    reported_cost: Decimal | None = None  # the instrumentation's own cost estimate (LiteLLM), for comparison
 
 
 TOKEN_FIELDS = (

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..records import slot_constructor
 from ..usage import TOKEN_FIELDS, NotBillable, NotBillableReason, SpanView, UsageRecord
-from . import pydantic_ai, vercel_ai
+from . import litellm, pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
 from .plan import OPERATION_KEY, Memo, plans
@@ -38,6 +38,7 @@ _RECORD_FIELDS = (
     "convention",
     "customer",
     "parent_span_id",
+    "reported_cost",
 )
 if tuple(f.name for f in fields(UsageRecord)) != _RECORD_FIELDS:  # the record is built positionally
     raise ImportError("UsageRecord fields changed: update _RECORD_FIELDS and the call in _extract")
@@ -98,6 +99,10 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
         return _not_billable(span, _AGGREGATED, "pydantic-ai agent run span")
     if convention == "vercel-ai" and not vercel_ai.is_step_span(span.name, attrs):
         return _not_billable(span, _AGGREGATED, f"vercel ai {span.name}: sum of its step spans")
+    if convention == "litellm" and litellm.is_raw_span(span.name):
+        return _not_billable(
+            span, NotBillableReason.NOT_INFERENCE, "litellm raw_gen_ai_request: its parent bills"
+        )
 
     # Every string field at once (pure reads: reading them before the counts changes nothing).
     response_model, request_model, declared, address, served_tier, requested_tier, response_id, server = (
@@ -108,7 +113,11 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
         declared = plan.scope_provider
     provider = _providers[declared, address]
     if provider == UNKNOWN:
-        provider = model_prefix_provider(raw_model) or UNKNOWN
+        provider = (
+            (convention == "litellm" and litellm.provider_of(attrs))
+            or model_prefix_provider(raw_model)
+            or UNKNOWN
+        )
 
     try:
         plain = plan.plain_counts
@@ -148,4 +157,5 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
         convention,
         customer,
         span.parent_span_id,
+        litellm.reported_cost(attrs) if convention == "litellm" else None,
     )

@@ -16,7 +16,17 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from ..usage import is_unicode
-from . import anthropic_sdk, bedrock, genai, openinference, openlit, pydantic_ai, traceloop, vercel_ai
+from . import (
+    anthropic_sdk,
+    bedrock,
+    genai,
+    litellm,
+    openinference,
+    openlit,
+    pydantic_ai,
+    traceloop,
+    vercel_ai,
+)
 from .counts import Counts
 from .genai import TokenKeys
 
@@ -107,6 +117,8 @@ def _scan(keys: tuple[str, ...]) -> tuple[bool, str | None]:
 def _adapter(scope: str, attrs: Container[str]) -> tuple[str, Reader, TokenKeys]:
     if openinference.matches(attrs):
         return "openinference", openinference.read, openinference.KEYS
+    if litellm.matches(scope, attrs):
+        return "litellm", litellm.read, litellm.KEYS
     if anthropic_sdk.matches(scope):
         return "anthropic-sdk", anthropic_sdk.read, anthropic_sdk.KEYS
     if pydantic_ai.matches(scope):
