@@ -1,4 +1,7 @@
-"""SqliteLedger behaviour: URLs, round trip, dedupe, attribution, summaries, export, bad input."""
+"""Ledger behaviour on every backend: round trip, dedupe, attribution, summaries, export, bad input.
+
+The tests taking ``ledger`` run once per backend (``ledger_url``); the others are SQLite's own.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from otel_aibill.ledger import (
     AppendBatch,
     Attribution,
     InvalidRowError,
+    Ledger,
     SqliteLedger,
     UsageQuery,
     open_ledger,
@@ -25,7 +29,14 @@ from test_ledger_support import HOUR, T0, priced, span_id, trace_id, usage
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    led = open_ledger(ledger_url)
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
     led = SqliteLedger(f"sqlite:///{tmp_path}/ledger.db")
     yield led
     led.close()
@@ -47,9 +58,9 @@ def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mem = open_ledger("sqlite:///:memory:")
     assert mem.append(AppendBatch(rows=[priced()])).inserted == 1
     mem.close()
-    with pytest.raises(ValueError, match="PostgreSQL ledger backend is not installed"):
-        open_ledger("postgresql://u@localhost/db")
     for bad in (
+        "postgresql://u@localhost/db?schema=Not-An-Identifier",
+        "postgresql://u@localhost/db?pool_max=0",
         "sqlite:///x.db?synchronous=sometimes",
         "sqlite:///x.db?cache=1",
         "sqlite:///x.db?rollup_fold=later",
@@ -68,7 +79,7 @@ def test_wal_and_synchronous(tmp_path: Path, query: str, level: int) -> None:
     led.close()
 
 
-def test_round_trip_keeps_every_field(ledger: SqliteLedger) -> None:
+def test_round_trip_keeps_every_field(ledger: Ledger) -> None:
     record = UsageRecord(
         trace_id=trace_id(),
         span_id=span_id(),
@@ -114,7 +125,7 @@ def test_round_trip_keeps_every_field(ledger: SqliteLedger) -> None:
     assert before - timedelta(seconds=1) <= stored.ingested_at <= datetime.now(UTC)
 
 
-def test_redelivery_is_a_no_op(ledger: SqliteLedger) -> None:
+def test_redelivery_is_a_no_op(ledger: Ledger) -> None:
     rows = [priced() for _ in range(5)]
     first = ledger.append(AppendBatch(rows=rows))
     assert (first.inserted, first.duplicate_spans) == (5, 0)
@@ -127,7 +138,7 @@ def test_redelivery_is_a_no_op(ledger: SqliteLedger) -> None:
     assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 5
 
 
-def test_same_ids_with_another_start_time_is_another_row(ledger: SqliteLedger) -> None:
+def test_same_ids_with_another_start_time_is_another_row(ledger: Ledger) -> None:
     record = usage()
     moved = UsageRecord(**{**_fields(record), "start_time_ns": record.start_time_ns + 1})
     result = ledger.append(AppendBatch(rows=[priced(record), priced(moved)]))
@@ -138,7 +149,7 @@ def _fields(record: UsageRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in record.__slots__}  # type: ignore[attr-defined]
 
 
-def test_sibling_spans_in_one_batch_bill_once(ledger: SqliteLedger) -> None:
+def test_sibling_spans_in_one_batch_bill_once(ledger: Ledger) -> None:
     trace = trace_id()
     sdk = priced(trace=trace, response_id="resp-1", start=T0)
     instrumentor = priced(trace=trace, response_id="resp-1", start=T0 + 2_000)
@@ -149,8 +160,8 @@ def test_sibling_spans_in_one_batch_bill_once(ledger: SqliteLedger) -> None:
     assert ledger.not_billable_counts() == {"duplicate_response": 1}
 
 
-def test_sibling_dedupe_across_batches_and_reopen(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/sib.db"
+def test_sibling_dedupe_across_batches_and_reopen(ledger_url: str) -> None:
+    url = ledger_url
     trace = trace_id()
     first = priced(trace=trace, response_id="chatcmpl-A", start=T0 + HOUR - 1)
     second = priced(trace=trace, response_id="chatcmpl-A", start=T0 + HOUR + 1)  # next hour bucket
@@ -169,7 +180,7 @@ def test_sibling_dedupe_across_batches_and_reopen(tmp_path: Path) -> None:
     led.close()
 
 
-def test_same_response_id_elsewhere_is_billed(ledger: SqliteLedger) -> None:
+def test_same_response_id_elsewhere_is_billed(ledger: Ledger) -> None:
     trace = trace_id()
     rows = [
         priced(trace=trace, response_id="r"),
@@ -183,7 +194,7 @@ def test_same_response_id_elsewhere_is_billed(ledger: SqliteLedger) -> None:
     assert (result.inserted, result.duplicate_responses) == (6, 0)
 
 
-def test_pending_attribution_flow(ledger: SqliteLedger) -> None:
+def test_pending_attribution_flow(ledger: Ledger) -> None:
     trace = trace_id()
     child = priced(trace=trace, customer=None)
     other = priced(customer=None, start=T0 + HOUR)
@@ -219,7 +230,7 @@ def test_pending_attribution_flow(ledger: SqliteLedger) -> None:
     assert [r.priced for r in ledger.rows(customer=PENDING_CUSTOMER)] == [other]
 
 
-def test_unpriced_rows_never_get_a_billed_amount(ledger: SqliteLedger) -> None:
+def test_unpriced_rows_never_get_a_billed_amount(ledger: Ledger) -> None:
     row = priced(cost=None, customer=None)
     ledger.append(AppendBatch(rows=[row]))
     bad = Attribution(row.usage.trace_id, row.usage.span_id, "acme", Decimal("1"), None)
@@ -231,7 +242,7 @@ def test_unpriced_rows_never_get_a_billed_amount(ledger: SqliteLedger) -> None:
     assert ledger.exportable() == []
 
 
-def test_exact_decimal_sums(ledger: SqliteLedger) -> None:
+def test_exact_decimal_sums(ledger: Ledger) -> None:
     amounts = ["0.1", "0.2"] * 50 + [
         "12345678901234567890.123456789",  # 29 significant digits, too large for the integer parts
         "0.000000000000000000012345678901234567890",  # 40 decimals
@@ -252,7 +263,7 @@ def test_exact_decimal_sums(ledger: SqliteLedger) -> None:
     assert sum(Decimal(a) for a in ["0.1", "0.2"] * 50) == Decimal("15.0")
 
 
-def test_sums_fall_back_to_python_on_integer_overflow(ledger: SqliteLedger) -> None:
+def test_sums_fall_back_to_python_on_integer_overflow(ledger: Ledger) -> None:
     big = Decimal("999999999.123456789012345")  # fits the integer parts; 10k of them overflow int64
     ledger.append(AppendBatch(rows=[priced(cost=big, billed=big) for _ in range(10_000)]))
     [summary] = ledger.usage_summary(UsageQuery())
@@ -260,7 +271,7 @@ def test_sums_fall_back_to_python_on_integer_overflow(ledger: SqliteLedger) -> N
     assert summary.spans == 10_000
 
 
-def test_summary_groups_and_filters(ledger: SqliteLedger) -> None:
+def test_summary_groups_and_filters(ledger: Ledger) -> None:
     day = 24 * HOUR
     rows = [
         priced(customer="a", provider="openai", start=T0, input_tokens=10),
@@ -295,7 +306,7 @@ def test_summary_groups_and_filters(ledger: SqliteLedger) -> None:
         ledger.usage_summary(UsageQuery(by=("span_id",)))
 
 
-def test_not_billable_counts_and_customers(ledger: SqliteLedger) -> None:
+def test_not_billable_counts_and_customers(ledger: Ledger) -> None:
     ledger.append(AppendBatch(not_billable={"not_genai": 3, "no_usage": 1}))
     ledger.append(AppendBatch(not_billable={"not_genai": 2, "aggregated_usage": 0}))
     assert ledger.not_billable_counts() == {"no_usage": 1, "not_genai": 5}
@@ -308,7 +319,7 @@ def test_not_billable_counts_and_customers(ledger: SqliteLedger) -> None:
     ]
 
 
-def test_export_batches(ledger: SqliteLedger) -> None:
+def test_export_batches(ledger: Ledger) -> None:
     trace = trace_id()
     rows = [
         priced(customer="a"),
@@ -347,7 +358,7 @@ def test_export_batches(ledger: SqliteLedger) -> None:
         {"input_tokens": 2**63},
     ],
 )
-def test_bad_row_refuses_the_whole_batch(ledger: SqliteLedger, bad: dict[str, object]) -> None:
+def test_bad_row_refuses_the_whole_batch(ledger: Ledger, bad: dict[str, object]) -> None:
     good = priced()
     broken = priced(UsageRecord(**{**_fields(usage()), **bad}))
     with pytest.raises(InvalidRowError, match="cannot store usage of span"):
@@ -364,7 +375,7 @@ def test_bad_row_refuses_the_whole_batch(ledger: SqliteLedger, bad: dict[str, ob
     ],
 )
 @pytest.mark.parametrize("which", ["cost of pending usage", "cost", "billed"])
-def test_bad_amount_refuses_the_batch(ledger: SqliteLedger, amount: object, message: str, which: str) -> None:
+def test_bad_amount_refuses_the_batch(ledger: Ledger, amount: object, message: str, which: str) -> None:
     row = priced()
     good = Decimal("0.25")
     cost, billed = {
@@ -379,7 +390,8 @@ def test_bad_amount_refuses_the_batch(ledger: SqliteLedger, amount: object, mess
     assert ledger.rows() == []
 
 
-def test_failure_inside_the_transaction_rolls_back(ledger: SqliteLedger) -> None:
+def test_failure_inside_the_transaction_rolls_back(sqlite_ledger: SqliteLedger) -> None:
+    ledger = sqlite_ledger
     ledger._writer.execute(
         "CREATE TRIGGER refuse AFTER INSERT ON trace_customers_recent"
         " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
@@ -391,7 +403,7 @@ def test_failure_inside_the_transaction_rolls_back(ledger: SqliteLedger) -> None
     assert ledger.append(AppendBatch(rows=[priced()])).inserted == 1
 
 
-def test_closed_ledger_refuses_use(ledger: SqliteLedger) -> None:
+def test_closed_ledger_refuses_use(ledger: Ledger) -> None:
     ledger.close()
     ledger.close()
     with pytest.raises(RuntimeError, match="closed"):
