@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -110,10 +111,10 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def db(tmp_path: Path, env: None) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    fill(url)
-    return url
+def db(ledger_url: str, env: None) -> str:
+    """A filled ledger on each backend: the usage tests run on SQLite and on PostgreSQL."""
+    fill(ledger_url)
+    return ledger_url
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -345,3 +346,26 @@ def test_invalid_db_url_is_a_clear_error(tmp_path: Path, env: None) -> None:
     res = run("--db", "mysql://nope", "usage")
     assert res.exit_code == 2, res.output
     assert "mysql" in res.stderr and "Traceback" not in res.output
+    res = run("--db", "postgresql://127.0.0.1/test?schema=Not-Valid", "usage")
+    assert res.exit_code == 2, res.output
+    assert "schema must be a lowercase SQL identifier" in res.stderr
+
+
+def test_an_unreachable_postgres_ledger_is_a_clear_error(env: None) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"postgresql://u:secret@127.0.0.1:{sock.getsockname()[1]}/none"
+        for command in (["usage"], ["customers", "list"]):
+            res = run("--db", url, *command)
+            assert res.exit_code == 1, res.output
+            assert "cannot connect to the PostgreSQL ledger" in res.stderr
+            assert "secret" not in res.stderr and "Traceback" not in res.output
+
+
+def test_the_ledger_url_from_the_environment_opens_postgres(pg_url: str, env: None) -> None:
+    assert run("customers", "set", "acme", "cus_1", env={"OTEL_AIBILL_DB": pg_url}).exit_code == 0
+    ledger = open_ledger(pg_url)
+    try:
+        assert [c.stripe_customer_id for c in ledger.customers()] == ["cus_1"]
+    finally:
+        ledger.close()

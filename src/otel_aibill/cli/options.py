@@ -43,13 +43,17 @@ def command_config(ctx: typer.Context | None, db: str | None, config: str | None
 
 
 def open_ledger_or_fail(db: str) -> Any:
-    """The ledger at ``db``; an unusable URL is an error exit, not a traceback."""
+    """The ledger at ``db``; an unusable URL (exit 2) or a database that cannot be reached (exit 1)
+    is an error exit, not a traceback."""
+    from otel_aibill.errors import RetryLaterError
     from otel_aibill.ledger import open_ledger
 
     try:
         return open_ledger(db)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    except RetryLaterError as exc:
+        raise fail(str(exc), code=1) from exc
 
 
 def parse_time(value: str, name: str) -> datetime:

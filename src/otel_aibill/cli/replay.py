@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail
+from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail, open_ledger_or_fail
 from otel_aibill.usage import SpanView
 
 
@@ -25,7 +25,6 @@ def replay(
     config: ConfigOption = None,
 ) -> None:
     """Ingest recorded spans into the ledger. Re-running is harmless: spans already billed are skipped."""
-    from otel_aibill.ledger import open_ledger
     from otel_aibill.pipeline import IngestResult, Pipeline
     from otel_aibill.receiver.otlp_common import Decoded
     from otel_aibill.receiver.replay import FileFormat, ReplayError, read_file
@@ -37,7 +36,7 @@ def replay(
     if missing:
         raise fail(f"no such file: {', '.join(missing)}")
     cfg = command_config(ctx, db, config)
-    ledger = open_ledger(cfg.db)
+    ledger = open_ledger_or_fail(cfg.db)
     pipeline = Pipeline(ledger, cfg)
     totals = IngestResult()
     buffer: list[SpanView] = []

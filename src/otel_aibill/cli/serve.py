@@ -84,9 +84,16 @@ def serve(
             highlight=False,
         )
 
-    with stripe_side(cfg, console) as ui_routes:
-        tune_gc_for_ingest()
-        code = run(settings, sink_factory(cfg), ui_routes=ui_routes, on_ready=ready)
+    from otel_aibill.errors import RetryLaterError
+
+    try:
+        with stripe_side(cfg, console) as ui_routes:
+            tune_gc_for_ingest()
+            code = run(settings, sink_factory(cfg), ui_routes=ui_routes, on_ready=ready)
+    except RetryLaterError as exc:  # the ledger's database cannot be reached at start
+        raise fail(str(exc), code=1) from exc
+    except ValueError as exc:  # a ledger URL that cannot be used
+        raise fail(str(exc)) from exc
     raise typer.Exit(code)
 
 

@@ -58,7 +58,7 @@ def open_ledger(url: str) -> Ledger:
         return SqliteLedger(url)
     if is_postgres_url(url):
         try:
-            from otel_aibill.ledger.postgres import PostgresLedger
+            from otel_aibill.ledger.postgres.ledger import PostgresLedger
         except ImportError as exc:
             raise ValueError(
                 f"a PostgreSQL ledger needs the postgres extra (pip install 'otel-aibill[postgres]'): {exc}"

@@ -39,6 +39,7 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py``):
 from __future__ import annotations
 
 from otel_aibill.db import Component, Migration
+from otel_aibill.ledger.postgres import schema as postgres_schema
 from otel_aibill.ledger.rows import DIM_COLUMNS
 from otel_aibill.ledger.sqlite import rollup
 
@@ -228,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             " reason TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (reason, day)"
             ") WITHOUT ROWID",
         ),
+        postgres=postgres_schema.CREATE,  # the latest shape at once: later versions have no steps
     ),
     Migration(
         2,

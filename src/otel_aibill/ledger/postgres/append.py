@@ -1,39 +1,39 @@
 """Appends as bulk loads: binary ``COPY`` into a staging table, then one ``INSERT ... SELECT``.
 
 Per row, Python reads the record's fields into a tuple (one generated reader over the batch)
-and adds the row's ``dims`` id; psycopg's C code encodes the tuple for the binary COPY. Every
-other check is SQL's: the staging table's constraints refuse empty ids, negative counts,
-amounts that are not finite and a status that does not match the amounts, the binary encoders
-refuse values of the wrong type. Only when something is refused does Python look at the rows
-again (``rows.to_params``) to name the bad one, so a refused batch reads as it does on SQLite.
+and adds the row's ``dims`` id and ``duplicate_of``; psycopg's C code encodes the tuple for the
+binary COPY. The other checks are SQL's: the staging table's constraints refuse empty ids,
+negative counts, amounts that are not finite and a status that does not match the amounts; the
+binary encoders refuse values of the wrong type. Only when something is refused does Python
+look at the rows again (``rows.to_params``) to name the bad one, so a refused batch reads as it
+does on SQLite.
 
-The insert from the staging table sorts by the dedupe key, so two processes appending
-overlapping batches take the key's index entries in one order (no deadlock), and ``ON CONFLICT
-DO NOTHING`` makes redelivered spans no-ops. What it inserted comes back as two counts.
+The insert from the staging table goes in key order, so two processes appending overlapping
+batches take the key's index entries in one order (no deadlock), and ``ON CONFLICT DO NOTHING``
+makes redelivered spans no-ops; what it inserted comes back as two counts (billed, duplicates).
 
-Sibling spans (``dedupe.py``): the rows of a batch that carry a response id first lock their
-traces' advisory-lock buckets (in order, so batches cannot deadlock), then look up stored
-originals, so two processes appending siblings of one call at once bill it once: the second
-waits for the first to commit and then sees its row.
+Which rows are sibling duplicates is decided by ``siblings.py`` from the stored rows that share
+a response id with the batch. Before that lookup the batch takes the advisory locks of its
+traces' buckets (in order: batches cannot deadlock), so of two processes appending siblings of
+one call at once the second waits for the first to commit, then sees its row.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from itertools import compress, repeat
-from operator import add, itemgetter
+from collections.abc import Iterable, Mapping, Sequence
+from operator import add
 from typing import Any, cast
 
 from otel_aibill.ledger.base import AppendBatch, AppendResult
-from otel_aibill.ledger.dedupe import Candidate, Original, ResponseKey, find_duplicates
+from otel_aibill.ledger.checks import checked_counts, checked_trace_customers, not_billable_totals, utc_day
 from otel_aibill.ledger.postgres import trace_customers
 from otel_aibill.ledger.postgres.database import Connection, Database, DataRefused
-from otel_aibill.ledger.postgres.schema import lock_class
+from otel_aibill.ledger.postgres.schema import LOCK_CLASS
 from otel_aibill.ledger.rows import (
+    DIM_COLUMNS,
+    RESPONSE_BUCKET_NS,
     InvalidRowError,
     check_dims,
     diagnose,
@@ -41,16 +41,9 @@ from otel_aibill.ledger.rows import (
     refuse_unhashable,
     to_params,
 )
-from otel_aibill.ledger.schema import DIM_COLUMNS, RESPONSE_BUCKET_NS
-from otel_aibill.ledger.sqlite import (
-    Responses,
-    _checked_counts,
-    _checked_trace_customers,
-    _first_of_each_span,
-    _response_keys,
-)
+from otel_aibill.ledger.siblings import Responses, StoredResponse, sibling_duplicates, unique_spans
 from otel_aibill.records import attribute_reader
-from otel_aibill.usage import TOKEN_FIELDS, NotBillableReason, PricedUsage
+from otel_aibill.usage import TOKEN_FIELDS, PricedUsage
 
 STAGE = "aibill_stage"
 _USAGE_COLUMNS = (
@@ -99,22 +92,18 @@ _INSERT = (
 )
 """``seq`` is drawn in batch order (the staging table is read in the order it was written), then
 the rows are inserted in key order."""
-_LOCK_BUCKETS = 128
-"""Advisory locks that serialize sibling checks, by trace (a hash of the id picks one)."""
+LOCK_BUCKETS = 128
+"""Advisory locks that serialize sibling checks, by trace (a hash of the trace id picks one)."""
 _LOCK = (
     "SELECT count(pg_advisory_xact_lock(%s, b)) FROM (SELECT DISTINCT hashtext(t) & "
-    f"{_LOCK_BUCKETS - 1} AS b FROM unnest(%s::text[]) AS t ORDER BY b OFFSET 0) AS buckets"
+    f"{LOCK_BUCKETS - 1} AS b FROM unnest(%s::text[]) AS t ORDER BY b OFFSET 0) AS buckets"
 )
 _STORED_RESPONSES = (
-    "SELECT u.seq, u.resp_bucket, d.provider, u.response_id, u.trace_id, u.span_id"
-    " FROM unnest(%s::text[], %s::int8[]) AS s(response_id, bucket)"
-    " JOIN usage_rows u ON u.response_id = s.response_id"
-    " AND u.resp_bucket BETWEEN s.bucket - 1 AND s.bucket + 1"
-    " JOIN dims d ON d.id = u.dim_id WHERE u.duplicate_of IS NULL"
+    "SELECT u.seq, u.resp_bucket, d.provider, u.response_id, u.trace_id, u.span_id, u.start_time_ns,"
+    " u.duplicate_of FROM usage_rows u JOIN dims d ON d.id = u.dim_id"
+    " WHERE u.response_id = ANY(%s::text[]) AND u.resp_bucket = ANY(%s::int8[])"
 )
 _FIELDS = attribute_reader(*(f"usage.{c}" for c in _USAGE_COLUMNS), *_PRICED_COLUMNS)
-_KEY = itemgetter(0, 1, 2)  # of a Responses field tuple: provider, response id, trace id
-_TRACE = itemgetter(2)
 _REQUIRED_DIMS = frozenset(("provider", "model", "operation", "scope_name", "convention", "currency"))
 
 
@@ -127,30 +116,20 @@ class Appender:
 
     def append(self, batch: AppendBatch) -> AppendResult:
         now = time.time_ns()
-        rows = list(batch.rows)
-        responses = _response_keys(rows, now)
-        repeated = 0
-        if responses is not None and _repeats_a_span(responses):
-            try:
-                unique = _first_of_each_span(rows)
-            except TypeError:  # an unhashable id: the row's checks name it
-                _refuse(rows, now, None)
-                raise
-            repeated, rows = len(rows) - len(unique), unique
-            responses = _response_keys(rows, now)
-        customers = _checked_trace_customers(batch.trace_customers)
-        not_billable = _checked_counts(batch.not_billable)
+        rows, responses, repeated = unique_spans(list(batch.rows), now)
+        customers = checked_trace_customers(batch.trace_customers)
+        not_billable = checked_counts(batch.not_billable)
         if not rows and not customers and not not_billable:
             return AppendResult(duplicate_spans=repeated)
         dim_ids = self._dim_ids(rows, now)
         records = _FIELDS(rows)
 
         def work(conn: Connection) -> AppendResult:
-            marks = _sibling_marks(conn, responses, len(rows)) if responses is not None else None
+            marks: Iterable[str | None] = sibling_marks(conn, responses, len(rows))
             with conn.cursor().copy(_COPY) as copy:
                 copy.set_types(_STAGE_TYPES)
                 write = copy.write_row
-                for record in map(add, records, zip(dim_ids, marks or repeat(None), strict=False)):
+                for record in map(add, records, zip(dim_ids, marks, strict=True)):
                     write(record)
             row = conn.execute(_INSERT, (now,)).fetchone()
             stored, duplicates = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -195,47 +174,16 @@ class Appender:
         return [self._dims[key] for key in keys]
 
 
-def _repeats_a_span(responses: Responses) -> bool:
-    """Whether a span with a response id is in the batch twice (distinct span ids, the rule, are
-    the cheap test; equal span ids are then compared with their start and trace)."""
-    fields = responses.fields
-    return len({f[3] for f in fields}) < len(fields) and len({(f[4], f[2], f[3]) for f in fields}) < len(
-        fields
-    )
+def sibling_marks(conn: Connection, responses: Responses | None, n: int) -> list[str | None]:
+    """``duplicate_of`` for each of the ``n`` rows (``siblings.sibling_duplicates``), after taking
+    the advisory locks of the traces of the rows that carry a response id."""
+    if responses is not None:
+        conn.execute(_LOCK, (LOCK_CLASS, sorted({f[2] for f in responses.fields})))
 
+    def lookup(buckets: list[int], response_ids: list[str]) -> Iterable[StoredResponse]:
+        return cast(Iterable[StoredResponse], conn.execute(_STORED_RESPONSES, (response_ids, buckets)))
 
-def _sibling_marks(conn: Connection, responses: Responses, n: int) -> list[str | None] | None:
-    """``duplicate_of`` for each of the ``n`` rows, or None when no row is a sibling duplicate.
-
-    Takes the advisory locks of the rows' traces first: the lookup then sees every sibling
-    stored by a transaction that committed before, and one that has not committed yet waits.
-    """
-    indexes, fields, buckets = responses
-    conn.execute(_LOCK, (lock_class(), sorted(set(map(_TRACE, fields)))))
-    keys = list(map(_KEY, fields))
-    wanted = set(keys)
-    pairs = sorted({(f[1], b) for f, b in zip(fields, buckets, strict=True)})
-    stored: dict[ResponseKey, list[Original]] = {}
-    for seq, bucket, provider, response_id, trace_id, span_id in conn.execute(
-        _STORED_RESPONSES, ([p[0] for p in pairs], [p[1] for p in pairs])
-    ):
-        key = (provider, response_id, trace_id)
-        if key in wanted:
-            stored.setdefault(key, []).append(Original((0, seq), bucket, span_id))
-    if len(wanted) == len(keys) and not stored:
-        return None
-    seen_twice = {key for key, count in Counter(keys).items() if count > 1}.union(stored)
-    involved = list(compress(range(len(keys)), map(seen_twice.__contains__, keys)))
-    candidates = [Candidate(indexes[i], keys[i], buckets[i], fields[i][3]) for i in involved]
-    duplicates = find_duplicates(
-        candidates, ((key, original) for key, originals in stored.items() for original in originals)
-    )
-    if not duplicates:
-        return None
-    marks: list[str | None] = [None] * n
-    for index, original in duplicates.items():
-        marks[index] = original
-    return marks
+    return sibling_duplicates(responses, n, lookup)[0]
 
 
 def _check_dim_values(row: PricedUsage, key: tuple[Any, ...]) -> None:
@@ -278,20 +226,12 @@ def _refuse(rows: Sequence[PricedUsage], now: int, error: BaseException | None) 
 def _count_not_billable(conn: Connection, now: int, counts: Mapping[str, int], result: AppendResult) -> None:
     """Add the batch's not-billable counts and its duplicates to today's ``not_billable_counts``,
     in reason order (concurrent appends update these rows: one order, no deadlock)."""
-    total = dict(counts)
-    for reason, n in (
-        (NotBillableReason.DUPLICATE_SPAN.value, result.duplicate_spans),
-        (NotBillableReason.DUPLICATE_RESPONSE.value, result.duplicate_responses),
-    ):
-        if n:
-            total[reason] = total.get(reason, 0) + n
-    items = sorted((reason, n) for reason, n in total.items() if n)
+    items = sorted(not_billable_totals(counts, result.duplicate_spans, result.duplicate_responses).items())
     if not items:
         return
-    day = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC).date().isoformat()
     conn.execute(
         "INSERT INTO not_billable_counts (reason, day, count)"
         " SELECT r, %s, n FROM unnest(%s::text[], %s::int8[]) AS x(r, n)"
         " ON CONFLICT (reason, day) DO UPDATE SET count = not_billable_counts.count + excluded.count",
-        (day, [r for r, _ in items], [n for _, n in items]),
+        (utc_day(now), [r for r, _ in items], [n for _, n in items]),
     )

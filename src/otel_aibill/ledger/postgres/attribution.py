@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from otel_aibill.ledger import money
-from otel_aibill.ledger.base import Attribution
+from otel_aibill.ledger.checks import AttributionParams
 from otel_aibill.ledger.postgres.database import Connection
-from otel_aibill.ledger.rows import InvalidRowError
 
 _UPDATE = (
     "UPDATE usage_rows AS u SET customer = a.customer, billed = a.billed, markup_rule = a.rule"
@@ -24,26 +22,17 @@ _UPDATE = (
 )
 
 
-def checked(updates: Sequence[Attribution]) -> list[Attribution]:
-    """The updates in key order; refuses a missing customer or an amount that is not a Decimal."""
-    for a in updates:
-        if type(a.customer) is not str or not a.customer:
-            raise InvalidRowError(
-                f"attribution of {a.trace_id}/{a.span_id} needs a customer, got {a.customer!r}"
-            )
-        money.to_text(a.billed, "billed")
-    return sorted(updates, key=lambda a: (a.trace_id, a.span_id))
-
-
-def set_attribution(conn: Connection, updates: Sequence[Attribution]) -> int:
-    """Apply ``checked`` updates; returns the rows changed."""
+def set_attribution(conn: Connection, updates: Sequence[AttributionParams]) -> int:
+    """Apply ``checks.checked_attributions`` updates; returns the rows changed. A billed amount
+    applies only to a priced row: an unpriced row given one is left alone."""
+    ordered = sorted(updates, key=lambda p: (p[4], p[5]))
     return conn.execute(
         _UPDATE,
         (
-            [a.trace_id for a in updates],
-            [a.span_id for a in updates],
-            [a.customer for a in updates],
-            [a.billed for a in updates],
-            [a.markup_rule for a in updates],
+            [p[4] for p in ordered],
+            [p[5] for p in ordered],
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],  # exact decimal texts
+            [p[3] for p in ordered],
         ),
     ).rowcount

@@ -9,7 +9,9 @@ Every ledger method runs as one function over one connection in one transaction
   (a few times, then ``LedgerUnavailableError``);
 * the data was refused (a constraint, a value PostgreSQL cannot store): ``DataRefused``, which the
   caller turns into an ``InvalidRowError`` naming the row;
-* anything else (a bug in a statement) is raised as it is.
+* any other database error (a permission, a trigger, a table dropped under the ledger) is the
+  system's, not the data's: ``LedgerUnavailableError`` too, so a receiver keeps the spans
+  retrying instead of refusing them for good.
 
 The pool checks a connection before lending it (one round trip), so connections broken by a
 server restart are replaced instead of failing the next transaction.
@@ -47,15 +49,6 @@ _REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 
 class DataRefused(Exception):
     """PostgreSQL refused the data of a statement (constraint, value out of range, bad text)."""
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database, not the data, failed."""
-    if isinstance(exc, PoolTimeout):
-        return True
-    if isinstance(exc, _REFUSED):
-        return False
-    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError))
 
 
 class Database:
@@ -131,11 +124,9 @@ class Database:
             except (psycopg.Error, PoolTimeout) as exc:
                 if self._closed:
                     raise RuntimeError("the ledger is closed") from exc
-                if is_unavailable(exc):
-                    raise LedgerUnavailableError(
-                        f"PostgreSQL ledger at {self.options.display} unavailable: {_first_line(exc)}"
-                    ) from exc
-                raise
+                raise LedgerUnavailableError(
+                    f"PostgreSQL ledger at {self.options.display} unavailable: {_first_line(exc)}"
+                ) from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:

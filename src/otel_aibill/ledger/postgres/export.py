@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from otel_aibill.ledger.checks import refused_export
 from otel_aibill.ledger.postgres.database import Connection
 from otel_aibill.ledger.postgres.schema import EXPORTABLE
 
 
-def assign(conn: Connection, seqs: Sequence[int], batch_id: str) -> None:
-    if not batch_id:
-        raise ValueError("batch_id must not be empty")
-    wanted = sorted(set(seqs))
+def assign(conn: Connection, wanted: Sequence[int], batch_id: str) -> None:
+    """Claim ``wanted`` (``checks.unique_seqs``) for ``batch_id``; raises ``ValueError`` if any
+    row cannot be claimed (the caller's transaction then rolls back the others)."""
     if not wanted:
         return
     claimed = {
@@ -24,12 +24,9 @@ def assign(conn: Connection, seqs: Sequence[int], batch_id: str) -> None:
         for (seq,) in conn.execute(
             "UPDATE usage_rows SET export_batch = %s WHERE seq = ANY(%s::bigint[])"
             f" AND (export_batch = %s OR ({EXPORTABLE})) RETURNING seq",
-            (batch_id, wanted, batch_id),
+            (batch_id, sorted(wanted), batch_id),
         )
     }
-    refused = [s for s in dict.fromkeys(seqs) if s not in claimed]
-    if refused:
-        raise ValueError(
-            f"cannot assign rows {refused[:10]}{'...' if len(refused) > 10 else ''} to export batch"
-            f" {batch_id!r}: missing, not exportable, or in another batch"
-        )
+    error = refused_export(wanted, claimed, batch_id)
+    if error is not None:
+        raise error

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from otel_aibill.db import postgres as db_postgres
 from otel_aibill.ledger.base import (
     AppendBatch,
     AppendResult,
@@ -21,9 +22,11 @@ from otel_aibill.ledger.base import (
     UsageQuery,
     UsageSummary,
 )
-from otel_aibill.ledger.postgres import attribution, export, queries, schema, trace_customers
+from otel_aibill.ledger.checks import check_batch_id, check_customer_id, checked_attributions, unique_seqs
+from otel_aibill.ledger.postgres import attribution, export, queries, trace_customers
 from otel_aibill.ledger.postgres.append import STAGE_TABLE, Appender
 from otel_aibill.ledger.postgres.database import Connection, Database
+from otel_aibill.ledger.schema import LEDGER
 from otel_aibill.ledger.summary import group_expressions
 from otel_aibill.ledger.url import PostgresOptions, parse_postgres_url
 
@@ -40,7 +43,7 @@ class PostgresLedger:
         self._db = Database(self.options, _prepare)
         conn = self._db.connect()
         try:
-            schema.migrate(conn, self.options.schema, where=self.options.display)
+            db_postgres.migrate(conn, LEDGER, self.options.schema, where=self.options.display)
         finally:
             conn.close()
         self._db.open()
@@ -69,7 +72,7 @@ class PostgresLedger:
         )
 
     def set_attribution(self, updates: Sequence[Attribution]) -> int:
-        checked = attribution.checked(updates)
+        checked = checked_attributions(updates)
         if not checked:
             return 0
         return self._db.run(lambda conn: attribution.set_attribution(conn, checked))
@@ -101,8 +104,7 @@ class PostgresLedger:
         return self._db.run(queries.not_billable_counts, transaction=False)
 
     def set_customer(self, customer_id: str, stripe_customer_id: str | None, name: str | None = None) -> None:
-        if not customer_id:
-            raise ValueError("customer_id must not be empty")
+        check_customer_id(customer_id)
         self._db.run(
             lambda conn: conn.execute(
                 "INSERT INTO customers (customer_id, stripe_customer_id, name, updated_at_ns)"
@@ -120,14 +122,19 @@ class PostgresLedger:
         return self._db.run(lambda conn: queries.exportable(conn, limit), transaction=False)
 
     def assign_export_batch(self, seqs: Sequence[int], batch_id: str) -> None:
-        self._db.run(lambda conn: export.assign(conn, seqs, batch_id))
+        check_batch_id(batch_id)
+        wanted = unique_seqs(seqs)
+        self._db.run(lambda conn: export.assign(conn, wanted, batch_id))
 
     def wait_for_rollup(self, timeout: float | None = None) -> bool:
         """Always current: summaries read the rows (there is no background work on PostgreSQL)."""
         return True
 
     def schema_version(self) -> int:
-        return self._db.run(schema.schema_version, transaction=False)
+        schema = self.options.schema
+        return self._db.run(
+            lambda conn: db_postgres.version_of(conn.cursor(), schema, LEDGER), transaction=False
+        )
 
     def close(self) -> None:
         self._db.close()
