@@ -73,6 +73,11 @@ def priced(
     )
 
 
+def unique_responses(n: int, start: int = T0) -> list[PricedUsage]:
+    """``n`` rows of traces of their own, each with a response id no other row has."""
+    return [priced(trace=trace_id(), response_id=f"chatcmpl-{start}-{i}", start=start + i) for i in range(n)]
+
+
 def insert_as_before_v5(conn: sqlite3.Connection, rows: list[PricedUsage]) -> None:
     """Store rows the way schema versions 1-4 did: two integer parts per amount, no units."""
     columns = [c for c in INSERT_COLUMNS if not c.endswith("_units")]
