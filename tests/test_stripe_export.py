@@ -219,8 +219,8 @@ def test_token_types_sum_to_the_canonical_total() -> None:
     row = ExportRow(1, "a", "cus_a", 0, "anthropic", "claude", "USD", Decimal(0), 1000, 300, 600, 250)
     assert token_types(row, ("anthropic",)) == [
         ("input", 150),
-        ("cache_read", 600),
-        ("cache_write", 250),
+        ("cached_input", 600),
+        ("cached_write", 250),
         ("output", 300),
     ]
     row = ExportRow(1, "a", "cus_a", 0, "openai", "gpt-4o", "USD", Decimal(0), 1000, 300, 600, 0)

@@ -17,6 +17,24 @@ from urllib.parse import parse_qsl
 SPEC_PATH = Path(__file__).with_name("stripe-meters-openapi.json")
 SPEC: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))
 
+
+def _add_meter_dimensions(spec: dict[str, Any]) -> None:
+    """``dimension_payload_keys`` on meters: "set of keys that will be used to group meter events
+    by; each key must be present in the event payload" (Stripe's .NET SDK and Terraform provider).
+    The public spec transcribed above does not list it yet, though its error reports name
+    ``missing_dimension_payload_keys``; LLM token billing meters group by ``model`` and
+    ``token_type`` with it."""
+    keys = {"type": "array", "items": {"type": "string", "maxLength": 100}}
+    create = spec["paths"]["/v1/billing/meters"]["post"]["requestBody"]["content"]
+    create["application/x-www-form-urlencoded"]["schema"]["properties"]["dimension_payload_keys"] = keys
+    spec["components"]["schemas"]["billing.meter"]["properties"]["dimension_payload_keys"] = {
+        **keys,
+        "nullable": True,
+    }
+
+
+_add_meter_dimensions(SPEC)
+
 _STR = {"type": "string", "maxLength": 5000}
 _EXTRA_OPS: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/products"): {

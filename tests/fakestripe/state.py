@@ -5,6 +5,12 @@ within 35 days past / 5 minutes future, integer value strings, one concurrent ca
 (customer, meter), sessions valid 15 minutes, cancellations within 24 h, minute-aligned summaries
 with an exclusive end. Unknown customers are accepted and fail asynchronously: the event is not
 counted, and an error report becomes a ``v1.billing.meter.error_report_triggered`` thin event.
+
+Meters created with ``dimension_payload_keys`` need each key in every event's payload (else the
+event fails asynchronously with ``missing_dimension_payload_keys``). A meter grouping by ``model``
+and ``token_type`` is priced the way Stripe's LLM token billing prices it, so it refuses (a 400 on
+any API, the stream included: the fake is stricter than what Stripe documents) a model name that
+is not on ``token_billing_models.txt`` and a token type other than ``TOKEN_TYPES``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from fakestripe.spec import RequestError, v1_error, v2_error
@@ -26,6 +33,17 @@ DEDUPE_WINDOW = DAY
 SESSION_TTL = 15 * 60
 PAST_LIMIT = 35 * DAY
 FUTURE_LIMIT = 5 * 60
+
+TOKEN_TYPES = frozenset({"input", "output", "cached_input", "cached_write"})
+"""The token types Stripe's LLM token billing prices (as Vercel's AI Gateway integration sends them)."""
+
+
+def _token_billing_models() -> frozenset[str]:
+    text = Path(__file__).with_name("token_billing_models.txt").read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+TOKEN_BILLING_MODELS = _token_billing_models()
 
 
 class Clock:
@@ -67,6 +85,12 @@ class Meter:
     created: int
     status: str = "active"
     event_time_window: str | None = None
+    dimension_keys: tuple[str, ...] = ()
+
+    @property
+    def token_billing(self) -> bool:
+        """Priced per model and token type, as Stripe's LLM token billing does."""
+        return {"model", "token_type"} <= set(self.dimension_keys)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +107,7 @@ class Meter:
             "customer_mapping": {"event_payload_key": self.customer_key, "type": "by_id"},
             "default_aggregation": {"formula": self.formula},
             "value_settings": {"event_payload_key": self.value_key},
+            "dimension_payload_keys": list(self.dimension_keys) or None,
         }
 
 
@@ -154,6 +179,7 @@ class StripeState:
                 value_key=p.get("value_settings", {}).get("event_payload_key", "value"),
                 created=int(self.clock()),
                 event_time_window=p.get("event_time_window"),
+                dimension_keys=tuple(p.get("dimension_payload_keys", ())),
             )
             self.meters[meter.id] = meter
             return meter
@@ -170,6 +196,18 @@ class StripeState:
             return "timestamp_too_far_in_past"
         if ts > now + FUTURE_LIMIT:
             return "timestamp_in_future"
+        return None
+
+    @staticmethod
+    def _token_billing_problem(meter: Meter, payload: dict[str, str]) -> tuple[str, str] | None:
+        """(payload key, message) when a token billing meter cannot price the event."""
+        if not meter.token_billing:
+            return None
+        model, kind = payload.get("model"), payload.get("token_type")
+        if model is not None and model not in TOKEN_BILLING_MODELS:
+            return "model", f"The model `{model}` is not on the list of models LLM token billing prices."
+        if kind is not None and kind not in TOKEN_TYPES:
+            return "token_type", f"Unknown token_type `{kind}`: use one of {', '.join(sorted(TOKEN_TYPES))}."
         return None
 
     def _v2_problem(
@@ -190,6 +228,9 @@ class StripeState:
             return v2_error("The payload must have a value.", "payload_no_value_defined")
         if not re.fullmatch(r"\d+", payload[meter.value_key]):
             return v2_error("The value must be a positive integer.", "payload_invalid_value")
+        priced = self._token_billing_problem(meter, payload)
+        if priced:
+            return v2_error(priced[1], "invalid_request")
         problem = self._time_error(int(self.clock()) if ts is None else ts)
         return v2_error(problem, problem) if problem else None
 
@@ -202,7 +243,7 @@ class StripeState:
         ev = MeterEvent(
             identifier or new_id("evt_ident"), event_name, dict(payload), now if ts is None else ts, now
         )
-        self._async_customer_check(ev, meter)
+        self._async_checks(ev, meter)
         self.events[ev.identifier] = ev
         self.log.append(ev)
         return ev
@@ -241,6 +282,9 @@ class StripeState:
                     "Meter event value must be a non-negative integer string.",
                     param=f"payload[{meter.value_key}]",
                 )
+            priced = self._token_billing_problem(meter, payload)
+            if priced:
+                raise v1_error(priced[1], param=f"payload[{priced[0]}]")
             if self._time_error(int(self.clock()) if ts is None else ts):
                 raise v1_error(
                     "Timestamp must be within the past 35 calendar days or up to 5 minutes in the future.",
@@ -255,6 +299,11 @@ class StripeState:
         recorded), as any Stripe error does."""
         with self.lock:
             now = int(self.clock())
+            for item in events:
+                meter = self.active_meter(item["event_name"])
+                priced = meter and self._token_billing_problem(meter, item["payload"])
+                if priced:
+                    raise v2_error(priced[1], "invalid_request")
             if self.stream_sync_errors:
                 for item in events:
                     ts = parse_rfc3339(item["timestamp"]) if "timestamp" in item else None
@@ -284,9 +333,13 @@ class StripeState:
                 elif not re.fullmatch(r"\d+", ev.payload.get(meter.value_key, "")):
                     self._fail(ev, meter, "meter_event_invalid_value", "value must be an integer string")
                 else:
-                    self._async_customer_check(ev, meter)
+                    self._async_checks(ev, meter)
 
-    def _async_customer_check(self, ev: MeterEvent, meter: Meter) -> None:
+    def _async_checks(self, ev: MeterEvent, meter: Meter) -> None:
+        missing = [k for k in meter.dimension_keys if k not in ev.payload]
+        if missing:
+            self._fail(ev, meter, "missing_dimension_payload_keys", f"Missing dimension keys: {missing}")
+            return
         customer = ev.payload.get(meter.customer_key, "")
         if customer not in self.customers:
             self._fail(ev, meter, "meter_event_customer_not_found", f"No customer with id {customer} found.")

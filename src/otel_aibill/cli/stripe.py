@@ -1,4 +1,4 @@
-"""``otel-aibill stripe setup|export|reconcile``."""
+"""``otel-aibill stripe setup|export|reconcile|held|models``."""
 
 from __future__ import annotations
 
@@ -165,6 +165,48 @@ def _held_counts(store: Any) -> dict[str, int]:
     for item in store.held():
         counts[item.reason] = counts.get(item.reason, 0) + 1
     return counts
+
+
+@stripe_app.command("models")
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """The model name each ledger model is sent as in tokens mode (Stripe's LLM token billing)."""
+    from otel_aibill.ledger.base import UsageQuery
+    from otel_aibill.stripe.models import token_billing_model
+
+    _, sc = _settings(ctx)
+    ledger = open_ledger_or_fail(ctx.obj["db"])
+    try:
+        summary = ledger.usage_summary(UsageQuery(by=("provider", "model")))
+    finally:
+        ledger.close()
+    spans: dict[tuple[str, str], int] = {}
+    for row in summary:
+        key = (row.key["provider"], row.key["model"])
+        spans[key] = spans.get(key, 0) + row.spans
+    names = [(token_billing_model(p, m, sc.models), n) for (p, m), n in sorted(spans.items())]
+    if as_json:
+        out = [{"ledger": x.ledger, "stripe": x.stripe, "source": x.source, "spans": n} for x, n in names]
+        console.print_json(json.dumps(out))
+        return
+    table = Table()
+    table.add_column("ledger model", overflow="fold")
+    table.add_column("sent as", overflow="fold")
+    table.add_column("from", no_wrap=True)
+    table.add_column("spans", justify="right", no_wrap=True)
+    for x, n in names:
+        source = {"map": "[stripe.models]", "rule": "Stripe's naming", "as is": "as is"}[x.source]
+        table.add_row(escape(x.ledger), escape(x.stripe), escape(source), f"{n:,}")
+    console.print(table)
+    if any(x.source == "as is" for x, _ in names):
+        console.print(
+            escape(
+                "Models sent as is are from providers Stripe's token billing does not name: map them"
+                ' to a listed model under [stripe.models] ("provider/model" = "openai/gpt-4o").'
+            )
+        )
 
 
 @stripe_app.command("held")

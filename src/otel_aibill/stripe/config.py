@@ -32,7 +32,11 @@ class StripeConfig(BaseModel):
     customer_payload_key: str = "stripe_customer_id"
     value_payload_key: str = "value"
     cache_token_providers: tuple[str, ...] = ("anthropic",)
-    """Providers whose cache reads/writes are their own token types (``cache_read``/``cache_write``)."""
+    """Tokens mode: providers whose cache writes are their own token type (``cached_write``); for
+    the others they are counted as ``input``, as those providers bill them."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """Tokens mode, ``[stripe.models]``: ledger ``provider/model`` -> the model name Stripe's token
+    billing lists, for names its normalisation does not produce (fine-tunes, other hosts)."""
     window: Literal["hour", "day"] = "hour"
     """Usage is summed per customer, meter and dimensions within one such UTC window."""
     max_events_per_request: int = Field(default=100, ge=1, le=100)

@@ -3,16 +3,21 @@
 Nothing here does I/O, so the whole mapping from money and tokens to what Stripe counts can be
 tested on its own, including the no-drift property of the remainder carry.
 
-Token types (tokens mode), from the canonical accounting where ``input_tokens`` is the whole
-prompt including cache reads and writes and ``output_tokens`` includes reasoning:
+Token types (tokens mode) are the ones Stripe's LLM token billing prices (``input``, ``output``,
+``cached_input``, ``cached_write``, as Vercel's AI Gateway integration sends them), from the
+canonical accounting where ``input_tokens`` is the whole prompt including cache reads and writes
+and ``output_tokens`` includes reasoning:
 
-* providers with their own cache types (default: anthropic)
-  ``input = input_tokens - cache_read - cache_write``, ``cache_read``, ``cache_write``;
-* every other provider: ``input = input_tokens - cache_read`` (cache writes are billed as
-  input by those providers), ``cached_input = cache_read``;
-* ``output = output_tokens`` (reasoning is part of it, never added again).
+* ``input = input_tokens - cache_read - cache_write``, ``cached_input = cache_read``,
+  ``cached_write = cache_write`` for providers that bill cache writes on their own (default:
+  anthropic);
+* ``input = input_tokens - cache_read`` (cache writes ride along, as those providers bill them
+  as input), ``cached_input = cache_read`` for every other provider;
+* ``output = output_tokens``: reasoning tokens are counted in output, as Stripe's own meter
+  counts them, never added again.
 
-The types of one row always sum to ``input_tokens + output_tokens``: nothing counted twice.
+The types of one row always sum to ``input_tokens + output_tokens``: nothing counted twice. Only
+non-zero types become events. The ``model`` dimension is the name Stripe lists (``models.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
 from otel_aibill.stripe.config import StripeConfig
+from otel_aibill.stripe.models import ModelNames
 
 Dims = tuple[tuple[str, str], ...]
 CarryKey = tuple[str, str, Dims]
@@ -80,8 +86,8 @@ def token_types(row: ExportRow, cache_providers: Iterable[str]) -> list[tuple[st
     if row.provider in tuple(cache_providers):
         kinds = [
             ("input", row.input_tokens - cache_read - cache_write),
-            ("cache_read", cache_read),
-            ("cache_write", cache_write),
+            ("cached_input", cache_read),
+            ("cached_write", cache_write),
         ]
     else:
         kinds = [("input", row.input_tokens - cache_read), ("cached_input", cache_read)]
@@ -91,11 +97,11 @@ def token_types(row: ExportRow, cache_providers: Iterable[str]) -> list[tuple[st
     return [(kind, n) for kind, n in kinds if n]
 
 
-def measures(row: ExportRow, sc: StripeConfig) -> list[Measure]:
+def measures(row: ExportRow, sc: StripeConfig, names: ModelNames | None = None) -> list[Measure]:
     if sc.mode == "cost":
         amount = row.billed.scaleb(sc.unit_exponent)
         return [Measure(sc.cost_event_name, (), amount)]
-    model = f"{row.provider}/{row.model}"
+    model = (names or ModelNames(sc.models))(row.provider, row.model)
     return [
         Measure(sc.tokens_event_name, (("model", model), ("token_type", kind)), Decimal(n))
         for kind, n in token_types(row, sc.cache_token_providers)
@@ -121,7 +127,12 @@ def event_identifier(batch_id: str, key: tuple[str, str, Dims, int]) -> str:
     return f"oab-{batch_id}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 
-_CACHE_KINDS = frozenset({"cache_read", "cache_write"})
+LEGACY_TOKEN_TYPES = {"cache_read": "cached_input", "cache_write": "cached_write"}
+"""Names earlier versions sent for Anthropic's cache tokens, and the type each one is now."""
+
+
+def _kinds(kinds: Iterable[str]) -> set[str]:
+    return {LEGACY_TOKEN_TYPES.get(k, k) for k in kinds}
 
 
 def _parts(row: ExportRow, cache: bool) -> dict[str, int]:
@@ -133,8 +144,8 @@ def _build(row: ExportRow, parts: Mapping[str, int], cache: bool, cache_write: i
 
     Without separate cache types, cache writes are part of ``input`` and ride along with it.
     """
-    cache_read = parts.get("cache_read" if cache else "cached_input", 0)
-    cache_write = parts.get("cache_write", 0) if cache else cache_write
+    cache_read = parts.get("cached_input", 0)
+    cache_write = parts.get("cached_write", 0) if cache else cache_write
     input_tokens = parts.get("input", 0) + cache_read + (cache_write if cache else 0)
     return ExportRow(
         row.seq,
@@ -157,9 +168,12 @@ def restrict_tokens(row: ExportRow, keep: Iterable[str], kinds: Iterable[str]) -
 
     A rejected customer's events can be taken back while other events of the same row (its
     other token types) stay counted; only the taken-back types may be sent again. Which split
-    applies (separate cache types or not) is read from ``kinds``, so no setting is needed.
+    applies (cache writes as their own type or not) is read from ``kinds``, so no setting is
+    needed; when a row has no cache writes both splits agree. Types sent under their earlier
+    names (``cache_read``, ``cache_write``) are read as the types they are now.
     """
-    keep, cache = set(keep), bool(_CACHE_KINDS & set(kinds))
+    keep, every = _kinds(keep), _kinds(kinds)
+    cache = "cached_write" in every
     parts = _parts(row, cache)
     kept = {k: n for k, n in parts.items() if k in keep}
     if kept == parts:
@@ -170,7 +184,7 @@ def restrict_tokens(row: ExportRow, keep: Iterable[str], kinds: Iterable[str]) -
 
 def merge_tokens(a: ExportRow, b: ExportRow, kinds: Iterable[str]) -> ExportRow:
     """Two held parts of the same row as one (each token type counted once)."""
-    cache = bool(_CACHE_KINDS & set(kinds))
+    cache = "cached_write" in _kinds(kinds)
     pa, pb = _parts(a, cache), _parts(b, cache)
     parts = {k: max(pa.get(k, 0), pb.get(k, 0)) for k in pa.keys() | pb.keys()}
     return _build(a, parts, cache, max(a.cache_write_tokens, b.cache_write_tokens))
@@ -195,10 +209,11 @@ def plan_batch(
     Returns the events (in a stable order) and the remainders that changed.
     """
     groups: dict[tuple[str, str, Dims, int], _Group] = {}
+    names = ModelNames(sc.models)
     for row in rows:
         ts = row.start_ns // 1_000_000_000
         win = window_start(ts, sc.window)
-        for m in measures(row, sc):
+        for m in measures(row, sc, names):
             key = (row.stripe_customer, m.event_name, m.dims, win)
             group = groups.get(key)
             if group is None:

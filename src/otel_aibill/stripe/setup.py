@@ -55,8 +55,16 @@ def unit_amount_decimal(currency: str, unit_exponent: int) -> str:
     return format(Decimal(1).scaleb(minor - unit_exponent), "f")
 
 
+TOKEN_DIMENSIONS = ("model", "token_type")
+"""Tokens mode: the payload keys Stripe's LLM token billing prices by, grouped on by the meter."""
+
+
 def event_names(sc: StripeConfig) -> list[str]:
     return [sc.cost_event_name if sc.mode == "cost" else sc.tokens_event_name]
+
+
+def dimension_keys(sc: StripeConfig) -> list[str]:
+    return list(TOKEN_DIMENSIONS) if sc.mode == "tokens" else []
 
 
 def meter_mismatches(meter: Any, sc: StripeConfig) -> list[str]:
@@ -75,6 +83,10 @@ def meter_mismatches(meter: Any, sc: StripeConfig) -> list[str]:
             node = node.get(part) if isinstance(node, dict) else None
         if node != want:
             out.append(f"{path} is {node!r}, the export needs {want!r}")
+    have = data.get("dimension_payload_keys") if isinstance(data, dict) else None
+    missing = [k for k in dimension_keys(sc) if k not in (have or ())]
+    if missing:
+        out.append(f"dimension_payload_keys is {have!r}, the export needs {dimension_keys(sc)!r}")
     return out
 
 
@@ -104,6 +116,8 @@ def ensure_meters(client: stripe.StripeClient, sc: StripeConfig) -> list[SetupAc
                 "customer_mapping": {"event_payload_key": sc.customer_payload_key, "type": "by_id"},
                 "value_settings": {"event_payload_key": sc.value_payload_key},
             }
+            if dimension_keys(sc):
+                params["dimension_payload_keys"] = dimension_keys(sc)
             meter = client.v1.billing.meters.create(params)  # type: ignore[arg-type]
             actions.append(SetupAction("meter", meter.id, "created", name))
     return actions
