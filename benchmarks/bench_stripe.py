@@ -2,15 +2,19 @@
 
 Runs the real exporter and the real ``stripe`` SDK against the local fake Stripe (tests/fakestripe),
 once with v1 (one event a request) and once with v2 (meter event stream, 100 events a request),
-from copies of the same ledger. Usage:
+from copies of the same ledger. With ``--pg URL`` the v2 run is repeated with the export store
+on that PostgreSQL server (a fresh schema, dropped afterwards; the ledger stays the SQLite copy),
+and the ratio of the two is printed. Usage:
 
     .venv/bin/python benchmarks/bench_stripe.py [--rows 1000000] [--customers 1000] [--hours 3]
+        [--pg postgresql://127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -27,6 +31,7 @@ from otel_aibill.config import Config
 from otel_aibill.ledger.base import AppendBatch
 from otel_aibill.stripe import ExportStore, StripeConfig, StripeExporter
 from otel_aibill.stripe.setup import ensure_meters
+from pg_support import drop_schema, with_schema
 
 
 def build(path: Path, rows: int, customers: int, hours: int, now: int) -> None:
@@ -46,7 +51,7 @@ def build(path: Path, rows: int, customers: int, hours: int, now: int) -> None:
     ledger.close()
 
 
-def run(path: Path, api: str, customers: int) -> dict[str, float]:
+def run(path: Path, api: str, customers: int, store_url: str | None = None) -> dict[str, float]:
     with FakeStripe() as fake:
         fake.add_customer(*(f"cus_{i:05d}" for i in range(customers)))
         sc = StripeConfig(api=api, concurrency=4, max_network_retries=2, timeout=30)
@@ -54,7 +59,7 @@ def run(path: Path, api: str, customers: int) -> dict[str, float]:
         ensure_meters(client, sc)
         url = f"sqlite:///{path}"
         exporter = StripeExporter(
-            open_test_ledger(url), ExportStore(url), Config(db=url), client, stripe_settings=sc
+            open_test_ledger(url), ExportStore(store_url or url), Config(db=url), client, stripe_settings=sc
         )
         before = len(fake.requests)
         t0 = time.perf_counter()
@@ -79,6 +84,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--customers", type=int, default=1000)
     ap.add_argument("--hours", type=int, default=3)
+    ap.add_argument("--pg", help="also run v2 with the export store on this PostgreSQL server")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.db"
@@ -104,6 +110,21 @@ def main() -> None:
                     else ""
                 )
                 + f"  export {r['seconds']:.1f}s ({r['rows'] / r['seconds']:,.0f} rows/s)"
+            )
+            seconds = r["seconds"]
+        if args.pg:
+            path = Path(tmp) / "pg.db"
+            shutil.copy(base, path)
+            schema = f"bench_stripe_{os.getpid()}"
+            try:
+                r = run(path, "v2", args.customers, store_url=with_schema(schema, args.pg))
+            finally:
+                drop_schema(schema, args.pg)
+            print(
+                f"v2, export store on PostgreSQL: rows {r['rows']:.0f}  events {r['events']:.0f}"
+                f"  requests {r['requests']:.0f}  export {r['seconds']:.1f}s"
+                f" ({r['rows'] / r['seconds']:,.0f} rows/s;"
+                f" {r['seconds'] / seconds:.2f}x the time with the SQLite store)"
             )
 
 

@@ -15,16 +15,16 @@ from typing import Any
 from otel_aibill.stripe.plan import CarryKey, EventDraft, ExportRow
 from otel_aibill.stripe.store.base import StoreBase
 from otel_aibill.stripe.store.carry import ALL_CARRY, put_carry, read_carry
+from otel_aibill.stripe.store.engine import insert_rows
 from otel_aibill.stripe.store.held import put_held
 from otel_aibill.stripe.store.records import (
+    BATCH_ROW_COLS,
     EVENT_COLS,
     EVENTS_FROM,
     HELD_BATCH,
-    INSERT_BATCH_ROW,
     ROW_COLS,
     HeldRow,
     StoredEvent,
-    chunks,
     dims_text,
     export_row,
     marks,
@@ -39,15 +39,11 @@ class Batches(StoreBase):
     def known_seqs(self, seqs: Sequence[int]) -> dict[int, str]:
         """Ledger rows this store already holds, with the ledger batch they belong to."""
         found: dict[int, str] = {}
-        for part in chunks(list(seqs)):
-            for seq, state in self._query(
-                f"SELECT seq, state FROM stripe_held WHERE seq IN ({marks(len(part))})", part
-            ):
+        for cond, params in self._db.match_any("seq", list(seqs)):
+            for seq, state in self._query(f"SELECT seq, state FROM stripe_held WHERE {cond}", params):
                 found[seq] = HELD_BATCH if state == "open" else ""
             for seq, batch in self._query(
-                f"SELECT seq, MAX(batch_id) FROM stripe_batch_row WHERE seq IN ({marks(len(part))})"
-                " GROUP BY seq",
-                part,
+                f"SELECT seq, MAX(batch_id) FROM stripe_batch_row WHERE {cond} GROUP BY seq", params
             ):
                 if not found.get(seq):
                     found[seq] = batch
@@ -63,7 +59,7 @@ class Batches(StoreBase):
     def stage(self, batch_id: str, rows: Sequence[ExportRow], held: Sequence[HeldRow]) -> None:
         """Record rows for a batch and rows held back, in one transaction."""
         with self._tx() as cur:
-            cur.executemany(INSERT_BATCH_ROW, [(batch_id, *row_values(r)) for r in rows])
+            insert_rows(cur, "stripe_batch_row", BATCH_ROW_COLS, [(batch_id, *row_values(r)) for r in rows])
             put_held(cur, held)
 
     def staging_batches(self) -> list[str]:
@@ -91,9 +87,11 @@ class Batches(StoreBase):
     ) -> None:
         """Events and the remainders they leave, in one transaction, before any of them is sent."""
         with self._tx() as cur:
-            cur.executemany(
-                "INSERT INTO stripe_event (identifier, batch_id, stripe_customer, event_name, dims,"
-                " window_start, ts, amount, value, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            insert_rows(
+                cur,
+                "stripe_event",
+                "identifier, batch_id, stripe_customer, event_name, dims, window_start, ts, amount, value,"
+                " state",
                 [
                     (
                         e.identifier,
@@ -110,8 +108,10 @@ class Batches(StoreBase):
                     for e in events
                 ],
             )
-            cur.executemany(
-                "INSERT INTO stripe_event_row (identifier, seq) VALUES (?, ?)",
+            insert_rows(
+                cur,
+                "stripe_event_row",
+                "identifier, seq",
                 [(e.identifier, seq) for e in events for seq in e.members],
             )
             put_carry(cur, carry)

@@ -15,11 +15,11 @@ from decimal import Decimal
 from otel_aibill.stripe.plan import ExportRow, merge_tokens, restrict_tokens
 from otel_aibill.stripe.store.base import StoreBase
 from otel_aibill.stripe.store.carry import carry_of, put_carry
-from otel_aibill.stripe.store.engine import Cursor
+from otel_aibill.stripe.store.engine import Cursor, insert_rows
 from otel_aibill.stripe.store.records import (
+    BATCH_ROW_COLS,
     EVENT_COLS,
     EVENTS_FROM,
-    INSERT_BATCH_ROW,
     ROW_COLS,
     ROW_MARKS,
     HeldRow,
@@ -60,7 +60,7 @@ class Held(StoreBase):
     def restage_held(self, batch_id: str, rows: Sequence[ExportRow]) -> None:
         """Move held rows whose cause is gone (with their now-known Stripe customer) into a batch."""
         with self._tx() as cur:
-            cur.executemany(INSERT_BATCH_ROW, [(batch_id, *row_values(r)) for r in rows])
+            insert_rows(cur, "stripe_batch_row", BATCH_ROW_COLS, [(batch_id, *row_values(r)) for r in rows])
             cur.executemany(
                 "UPDATE stripe_held SET state = 'resolved', resolved_batch = ? WHERE seq = ?",
                 [(batch_id, r.seq) for r in rows],

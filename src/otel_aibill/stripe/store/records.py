@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,7 +20,7 @@ ROW_COLS = (
     "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
 )
 ROW_MARKS = ", ".join("?" * 12)
-INSERT_BATCH_ROW = f"INSERT INTO stripe_batch_row (batch_id, {ROW_COLS}) VALUES (?, {ROW_MARKS})"
+BATCH_ROW_COLS = f"batch_id, {ROW_COLS}"
 
 EVENT_COLS = (
     "e.identifier, e.batch_id, b.created_at, e.stripe_customer, e.event_name, e.dims, e.window_start, e.ts,"
@@ -140,11 +140,6 @@ def stored_event(v: Sequence[Any]) -> StoredEvent:
         error_code=v[14],
         last_error=v[15],
     )
-
-
-def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def marks(n: int) -> str:
