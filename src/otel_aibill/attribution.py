@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from otel_aibill.usage import Attributes, is_unicode
+from otel_aibill.usage import MAX_TEXT_CHARS, Attributes, is_unicode
 
-MAX_CUSTOMER_LEN = 256
+MAX_CUSTOMER_LEN = MAX_TEXT_CHARS
 
 
 def _as_customer(value: object) -> str | None:

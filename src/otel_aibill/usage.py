@@ -14,6 +14,11 @@ from enum import StrEnum
 AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 Attributes = Mapping[str, AttrValue]
 
+MAX_TEXT_CHARS = 256
+"""The longest id or name billing reads from a span (customer id, provider, models, operation,
+service tier, response id, server address). Longer text is read as absent, like text that is not
+valid Unicode: no real id is that long, and these values key caches and fill ledger columns."""
+
 
 def is_unicode(text: str) -> bool:
     """Whether ``text`` is valid Unicode, so the ledger can store it.

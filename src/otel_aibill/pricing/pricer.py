@@ -79,6 +79,8 @@ class Pricer:
         provider, model, tier, host = key
         context = self._contexts.get(tier)
         if context is None:
+            if len(self._contexts) >= _MAX_LINES:  # tiers are client text: bounded like the lines
+                self._contexts.clear()
             context = self._contexts[tier] = price_context(tier)
         if len(self._lines) >= _MAX_LINES:
             self._lines.clear()

@@ -60,6 +60,8 @@ class Ingestor:
         self.metrics.spans_received.inc(len(decoded.spans))
         if decoded.rejected:
             self.metrics.spans_rejected.inc(decoded.rejected)
+        if decoded.dropped_attributes:
+            self.metrics.attributes_dropped.inc(decoded.dropped_attributes)
         return Accepted(done, decoded.rejected, decoded.error_message)
 
     def outcome(self, accepted: Accepted, committed: Committed) -> Outcome:

@@ -23,6 +23,11 @@ class ReceiverMetrics:
         self.spans_rejected = Counter(
             "otel_aibill_spans_rejected", "Spans refused as invalid (partial success)", registry=r
         )
+        self.attributes_dropped = Counter(
+            "otel_aibill_receiver_attributes_dropped",
+            "Attribute values dropped by the decoders for their size (over 64 KiB)",
+            registry=r,
+        )
         self.spans_billed = Counter(
             "otel_aibill_spans_billed", "Usage rows newly stored in the ledger", registry=r
         )

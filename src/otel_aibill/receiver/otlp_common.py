@@ -18,6 +18,12 @@ new_span_view = slot_constructor(SpanView)
 MAX_ERROR_SAMPLES = 3
 """How many individual span errors the partial-success message quotes."""
 
+MAX_ATTRIBUTE_BYTES = 64 * 1024
+"""Attribute values larger than this (protobuf: the encoded value; JSON: characters of a string)
+are dropped by the decoders and counted (``Decoded.dropped_attributes``). No value billing reads
+comes near it (ids and names are read only up to ``usage.MAX_TEXT_CHARS``), and what is decoded
+is held until its commit."""
+
 
 class DecodeError(ValueError):
     """The request body is not an OTLP ExportTraceServiceRequest."""
@@ -28,6 +34,7 @@ class Decoded:
     spans: list[SpanView] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    dropped_attributes: int = 0
 
     def reject(self, message: str) -> None:
         self.rejected += 1

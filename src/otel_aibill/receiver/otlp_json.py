@@ -12,11 +12,18 @@ import json
 import math
 from typing import Any
 
-from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids, new_span_view
+from otel_aibill.receiver.otlp_common import (
+    MAX_ATTRIBUTE_BYTES,
+    Decoded,
+    DecodeError,
+    check_ids,
+    new_span_view,
+)
 from otel_aibill.usage import AttrValue, SpanView
 
 _HEX = frozenset("0123456789abcdef")
 _SKIP = object()
+_TOO_LARGE = object()  # a string over MAX_ATTRIBUTE_BYTES characters: dropped and counted
 
 
 class _SpanError(ValueError):
@@ -99,7 +106,7 @@ def _scalar(value: Any) -> Any:
     if (v := _get(value, "stringValue", "string_value")) is not None:
         if not isinstance(v, str):
             raise _SpanError("stringValue is not a string")
-        return v
+        return v if len(v) <= MAX_ATTRIBUTE_BYTES else _TOO_LARGE
     if (v := _get(value, "intValue", "int_value")) is not None:
         return _int(v, "intValue")
     if (v := _get(value, "doubleValue", "double_value")) is not None:
@@ -116,7 +123,7 @@ def _any_value(value: Any) -> Any:
     bytesValue, an empty value) is ``_SKIP``, as in the protobuf decoder. Never recursive."""
     scalar = _scalar(value)
     if scalar is not _SKIP:
-        return scalar
+        return scalar  # _TOO_LARGE included
     array = _get(value, "arrayValue", "array_value") if isinstance(value, dict) else None
     if array is None:
         return _SKIP
@@ -124,12 +131,14 @@ def _any_value(value: Any) -> Any:
     items = [_scalar(x) for x in values or ()]
     if not items:
         return ()
+    if _TOO_LARGE in items:
+        return _TOO_LARGE
     if items[0] is not _SKIP and all(type(x) is type(items[0]) for x in items):
         return tuple(items)
     return _SKIP
 
 
-def _attributes(items: Any) -> dict[str, AttrValue]:
+def _attributes(items: Any, out: Decoded) -> dict[str, AttrValue]:
     if items is None:
         return {}
     if not isinstance(items, list):
@@ -142,7 +151,9 @@ def _attributes(items: Any) -> dict[str, AttrValue]:
         if not isinstance(key, str):
             raise _SpanError("attribute key is not a string")
         value = _any_value(item.get("value"))
-        if value is not _SKIP:
+        if value is _TOO_LARGE:
+            out.dropped_attributes += 1
+        elif value is not _SKIP:
             attrs[key] = value
     return attrs
 
@@ -164,7 +175,9 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _span(s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version: str | None) -> SpanView:
+def _span(
+    s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version: str | None, out: Decoded
+) -> SpanView:
     if not isinstance(s, dict):
         raise _SpanError("span is not an object")
     trace_id = _hex_id(_get(s, "traceId", "trace_id"), "traceId")
@@ -184,7 +197,7 @@ def _span(s: Any, resource: dict[str, AttrValue], scope_name: str, scope_version
         name,
         _int(start, "startTimeUnixNano", _UINT64) if start is not None else 0,
         _int(end, "endTimeUnixNano", _UINT64) if end is not None else 0,
-        _attributes(s.get("attributes")),
+        _attributes(s.get("attributes"), out),
         resource,
         scope_name,
         scope_version,
@@ -201,7 +214,7 @@ def decode_json_obj(request: Any) -> Decoded:
     for rs in _list(request, "resourceSpans", "resource_spans"):
         rs = _object(rs, "resourceSpans item")
         try:
-            resource = _attributes(_object(rs.get("resource"), "resource").get("attributes"))
+            resource = _attributes(_object(rs.get("resource"), "resource").get("attributes"), out)
         except _SpanError as exc:
             raise DecodeError(f"resource: {exc}") from exc
         for ss in _list(rs, "scopeSpans", "scope_spans"):
@@ -213,7 +226,7 @@ def decode_json_obj(request: Any) -> Decoded:
                 raise DecodeError("scope name/version is not a string")
             for s in _list(ss, "spans", "spans"):
                 try:
-                    append(_span(s, resource, scope_name, scope_version))
+                    append(_span(s, resource, scope_name, scope_version, out))
                 except _SpanError as exc:
                     out.reject(str(exc))
     return out

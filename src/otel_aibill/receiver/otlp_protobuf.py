@@ -26,7 +26,13 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 
-from otel_aibill.receiver.otlp_common import Decoded, DecodeError, check_ids, new_span_view
+from otel_aibill.receiver.otlp_common import (
+    MAX_ATTRIBUTE_BYTES,
+    Decoded,
+    DecodeError,
+    check_ids,
+    new_span_view,
+)
 from otel_aibill.usage import AttrValue
 
 _PKG = "otel_aibill.otlp_view"
@@ -146,13 +152,22 @@ def decode_any_value(raw: bytes) -> Any:
     return _scalar(value)
 
 
+MAX_CACHED_BYTES = 256
+"""Only values of at most this many encoded bytes are cached: the ones that repeat (provider,
+model, operation, small counts) are short, and a long one would pin its bytes and its text."""
+
+
 class _ValueCache(dict[bytes, Any]):
-    """raw AnyValue bytes → python value; cleared when full so memory stays bounded."""
+    """raw AnyValue bytes → python value; cleared when full, so it holds at most ``limit``
+    values of at most ``MAX_CACHED_BYTES`` each (~45 MiB at worst with both copies and the
+    dict, a few MiB in practice). Values over ``MAX_ATTRIBUTE_BYTES`` are not decoded."""
 
     __slots__ = ()
     limit = 65_536
 
     def __missing__(self, raw: bytes) -> Any:
+        if len(raw) > MAX_CACHED_BYTES:
+            return decode_any_value(raw) if len(raw) <= MAX_ATTRIBUTE_BYTES else _SKIP
         value = decode_any_value(raw)
         if len(self) >= self.limit:
             self.clear()
@@ -163,11 +178,12 @@ class _ValueCache(dict[bytes, Any]):
 _cache = _ValueCache()
 
 
-def _attributes(raw_map: Any) -> dict[str, AttrValue]:
+def _attributes(raw_map: Any, out: Decoded) -> dict[str, AttrValue]:
     cache = _cache
     attrs = {key: cache[raw] for key, raw in raw_map.items()}
     if _SKIP in attrs.values():
         attrs = {k: v for k, v in attrs.items() if v is not _SKIP}
+        out.dropped_attributes += sum(len(raw) > MAX_ATTRIBUTE_BYTES for raw in raw_map.values())
     return attrs
 
 
@@ -188,7 +204,7 @@ def _spans(request: Any) -> Decoded:
     out = Decoded()
     append = out.spans.append
     for rs in request.resource_spans:
-        resource = _attributes(rs.resource.attributes)
+        resource = _attributes(rs.resource.attributes, out)
         for ss in rs.scope_spans:
             scope_name = ss.scope.name
             scope_version = ss.scope.version or None
@@ -207,7 +223,7 @@ def _spans(request: Any) -> Decoded:
                         s.name,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
-                        _attributes(s.attributes),
+                        _attributes(s.attributes, out),
                         resource,
                         scope_name,
                         scope_version,

@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..records import slot_constructor
-from ..usage import TOKEN_FIELDS, NotBillable, NotBillableReason, SpanView, UsageRecord
+from ..usage import MAX_TEXT_CHARS, TOKEN_FIELDS, NotBillable, NotBillableReason, SpanView, UsageRecord
 from . import litellm, pydantic_ai, vercel_ai
 from .models import model_prefix_provider, normalize_model
 from .operations import operation_of
@@ -84,7 +84,9 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
         found = _operations.get(value)
         if found is None:
             found = operation_of(attrs, span.name)
-            if value.strip():  # a blank value falls back to the span name: not by value alone
+            # a blank value falls back to the span name: not by value alone; client text keys
+            # the memo, so only text of a bounded length is kept
+            if value.strip() and len(value) <= MAX_TEXT_CHARS:
                 if len(_operations) >= _OPERATIONS_LIMIT:
                     _operations.clear()
                 _operations[value] = found

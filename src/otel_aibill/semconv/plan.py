@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from ..usage import is_unicode
+from ..usage import MAX_TEXT_CHARS, is_unicode
 from . import (
     anthropic_sdk,
     bedrock,
@@ -179,8 +179,8 @@ def make_plan(scope: str, keys: tuple[str, ...]) -> Plan:
 @lru_cache(maxsize=1024)  # many key sets share the same names: one function each
 def _compile_strings(names: tuple[tuple[str, ...], ...]) -> StringsReader:
     """``tuple(first_str(attrs, keys) for keys in names)`` as straight-line code: the same names
-    read in the same order with the same test (a ``str`` that strips to non-empty valid Unicode),
-    without a call per field."""
+    read in the same order with the same test (a ``str`` that strips to non-empty valid Unicode
+    of at most ``MAX_TEXT_CHARS``), without a call per field."""
     lines = ["def strings(attrs):"]
     results = []
     for index, keys in enumerate(names):
@@ -193,7 +193,8 @@ def _compile_strings(names: tuple[tuple[str, ...], ...]) -> StringsReader:
                 lines.append(f"    if {result} is None:")
             lines += [  # the names are this package's constants, filtered, never span data
                 f"{indent}v = attrs.get({key!r})",
-                f"{indent}if isinstance(v, _str) and (v := v.strip()) and (v.isascii() or _is_unicode(v)):",
+                f"{indent}if isinstance(v, _str) and (v := v.strip()) and len(v) <= {MAX_TEXT_CHARS}"
+                " and (v.isascii() or _is_unicode(v)):",
                 f"{indent}    {result} = v",
             ]
     lines.append(f"    return ({', '.join(results)},)")
@@ -208,22 +209,39 @@ V = TypeVar("V")
 
 
 class Memo(dict[K, V], Generic[K, V]):
-    """A pure function's results by argument; emptied when full so memory stays bounded."""
+    """A pure function's results by argument; emptied when full so memory stays bounded.
 
-    __slots__ = ("_fn", "_limit")
+    ``keep(key)`` false: the result is computed but not kept (a key too large to hold)."""
 
-    def __init__(self, fn: Callable[[K], V], limit: int = 4096) -> None:
+    __slots__ = ("_fn", "_keep", "_limit")
+
+    def __init__(
+        self, fn: Callable[[K], V], limit: int = 4096, keep: Callable[[K], bool] | None = None
+    ) -> None:
         super().__init__()
         self._fn = fn
         self._limit = limit
+        self._keep = keep
 
     def __missing__(self, key: K) -> V:
         value = self._fn(key)
+        if self._keep is not None and not self._keep(key):
+            return value
         if len(self) >= self._limit:
             self.clear()
         self[key] = value
         return value
 
 
-plans: Memo[tuple[str, tuple[str, ...]], Plan] = Memo(lambda key: make_plan(*key))
+MAX_PLAN_KEY_CHARS = 8192
+"""Plans are kept for key sets (scope name and attribute keys) of at most this many characters
+in all, so the memo holds at most ``4096 * 8192`` characters of client text; a larger key set
+is planned for its span alone."""
+
+
+def _small_key(key: tuple[str, tuple[str, ...]]) -> bool:
+    return len(key[0]) + sum(map(len, key[1])) <= MAX_PLAN_KEY_CHARS
+
+
+plans: Memo[tuple[str, tuple[str, ...]], Plan] = Memo(lambda key: make_plan(*key), keep=_small_key)
 """(scope, attribute keys in order) → Plan."""

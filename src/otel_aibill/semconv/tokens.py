@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from ..usage import is_unicode
+from ..usage import MAX_TEXT_CHARS, is_unicode
 
 MAX_TOKENS = 10**12
 """More tokens than any single call can plausibly use: larger values are corrupt data."""
@@ -60,11 +60,17 @@ def first_count(attrs: Mapping[str, object], keys: tuple[str, ...]) -> int | Non
 
 
 def first_str(attrs: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
-    """The first non-empty, valid-Unicode string value among ``keys``; other values are ignored,
-    so a model name that is not text makes the usage unpriced (visible), not unstorable."""
+    """The first non-empty, valid-Unicode string value of at most ``MAX_TEXT_CHARS`` among
+    ``keys``; other values are ignored, so a model name that is not text makes the usage
+    unpriced (visible), not unstorable, and a huge one cannot fill caches and ledger columns."""
     for key in keys:
         value = attrs.get(key)
         # isascii() first: is_unicode's own fast path, without a call for the common case
-        if isinstance(value, str) and (value := value.strip()) and (value.isascii() or is_unicode(value)):
+        if (
+            isinstance(value, str)
+            and (value := value.strip())
+            and len(value) <= MAX_TEXT_CHARS
+            and (value.isascii() or is_unicode(value))
+        ):
             return value
     return None
