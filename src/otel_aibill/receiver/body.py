@@ -34,6 +34,11 @@ class BodyReader:
             self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._deflate_pending = encoding == "deflate"
 
+    @property
+    def size(self) -> int:
+        """Decompressed bytes so far."""
+        return self._size
+
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return

@@ -53,6 +53,17 @@ class TraceService:
         if len(request) > self._limit:
             self._outcome("too_large")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {self._limit} bytes")
+        budget = self._ingestor.budget
+        if not budget.take(len(request)):
+            self._outcome("overloaded")
+            self._ingestor.metrics.overloaded.inc()
+            self._retry_later(context, "receiver holds too many request bytes", self._retry_after)
+        try:
+            return self._export(request, context)
+        finally:
+            budget.give_back(len(request))
+
+    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
             decoded = self._ingestor.decode(request, PROTOBUF)
         except DecodeError as exc:

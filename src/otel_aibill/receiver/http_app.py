@@ -83,23 +83,35 @@ class OtlpHttpApp:
         if length > self._limit:
             msg = f"body larger than {self._limit} bytes"
             return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
+        budget = self._ingestor.budget
+        held = 0  # the body's bytes are held in the budget until the request is answered
         try:
-            reader = BodyReader(headers.get("content-encoding", ""), self._limit)
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return 400, ctype, b"", []
-                reader.feed(message.get("body", b""))
-                more = message.get("more_body", False)
-            raw = reader.finish()
-        except BodyTooLarge:
-            msg = f"decompressed body larger than {self._limit} bytes"
-            return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
-        except BadEncoding as exc:
-            accepted = [(b"accept-encoding", b"gzip, deflate, identity")]  # RFC 9110 section 12.5.3
-            return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), accepted
-        return await self._ingest(raw, ctype)
+            try:
+                reader = BodyReader(headers.get("content-encoding", ""), self._limit)
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return 400, ctype, b"", []
+                    reader.feed(message.get("body", b""))
+                    more = message.get("more_body", False)
+                    grown = reader.size - held
+                    if grown and not budget.take(grown):
+                        self._ingestor.metrics.overloaded.inc()
+                        msg = "receiver holds too many request bytes, retry later"
+                        retry = self._retry(ctype, 429, msg, self._retry_after)
+                        return retry[0], retry[1], retry[2], [*retry[3], (b"connection", b"close")]
+                    held += grown
+                raw = reader.finish()
+            except BodyTooLarge:
+                msg = f"decompressed body larger than {self._limit} bytes"
+                return 413, ctype, status_body(ctype, _RESOURCE_EXHAUSTED, msg), [(b"connection", b"close")]
+            except BadEncoding as exc:
+                accepted = [(b"accept-encoding", b"gzip, deflate, identity")]  # RFC 9110 section 12.5.3
+                return 400, ctype, status_body(ctype, _INVALID_ARGUMENT, str(exc)), accepted
+            return await self._ingest(raw, ctype)
+        finally:
+            budget.give_back(held)
 
     def _accept(self, raw: bytes, ctype: str) -> Accepted:
         return self._ingestor.accept(self._ingestor.decode(raw, ctype))

@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from otel_aibill.receiver.budget import ByteBudget
 from otel_aibill.receiver.committer import CommitFailed, Committed, GroupCommitter
 from otel_aibill.receiver.metrics import ReceiverMetrics
 from otel_aibill.receiver.otlp_common import MAX_ERROR_SAMPLES, Decoded
@@ -41,9 +42,12 @@ class Outcome:
 
 
 class Ingestor:
-    def __init__(self, committer: GroupCommitter, metrics: ReceiverMetrics) -> None:
+    def __init__(
+        self, committer: GroupCommitter, metrics: ReceiverMetrics, budget: ByteBudget | None = None
+    ) -> None:
         self.committer = committer
         self.metrics = metrics
+        self.budget = budget or ByteBudget(256 * 1024 * 1024)
 
     def decode(self, body: bytes, content_type: str) -> Decoded:
         return decode_json(body) if content_type == JSON else decode_protobuf(body)

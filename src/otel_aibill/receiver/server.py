@@ -20,6 +20,7 @@ from typing import Any, Literal
 import uvicorn
 from starlette.routing import BaseRoute
 
+from otel_aibill.receiver.budget import ByteBudget
 from otel_aibill.receiver.committer import GroupCommitter, SinkFactory
 from otel_aibill.receiver.grpc_server import build_grpc_server
 from otel_aibill.receiver.http_app import OtlpHttpApp
@@ -67,7 +68,7 @@ class Receiver:
             sweep_interval_s=settings.sweep_interval_seconds,
             commit_delay_s=settings.commit_delay_ms / 1000,
         )
-        self.ingestor = Ingestor(self.committer, self.metrics)
+        self.ingestor = Ingestor(self.committer, self.metrics, ByteBudget(settings.max_inflight_bytes))
         self.ops_app = build_ops_app(self.metrics, self._health, ui_routes)
         self.ports: dict[str, int] = {}
         self._state = "starting"

@@ -27,6 +27,8 @@ class ReceiverSettings(BaseModel):
     tls_key: str | None = None
     max_message_bytes: int = Field(default=64 * MIB, ge=1024)
     """Limit on a request's decompressed size (OTLP recommends 64 MiB)."""
+    max_inflight_bytes: int = Field(default=256 * MIB, ge=1024)
+    """Decompressed request bytes held from reading to commit; beyond, clients retry later."""
     max_pending_spans: int = Field(default=65_536, ge=1)
     """Spans accepted but not yet committed; beyond this, clients are told to retry later."""
     max_batch_spans: int = Field(default=8_192, ge=1)
