@@ -222,8 +222,8 @@ def sign(body: str, secret: str, t: int | None = None) -> str:
     return f"t={t},v1={sig}"
 
 
-def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_otlp_to_stripe_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> None:
+    db = store_url  # the ledger and the export store, in one database
     config = tmp_path / "aibill.toml"
     config.write_text(CONFIG, encoding="utf-8")
     runner = CliRunner()
@@ -363,13 +363,13 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def test_webhook_refuses_a_replayed_old_signature(tmp_path: Path) -> None:
+def test_webhook_refuses_a_replayed_old_signature(store_url: str) -> None:
     from starlette.applications import Starlette
     from starlette.testclient import TestClient
 
     from otel_aibill.stripe.webhook import webhook_route
 
-    store = ExportStore(f"sqlite:///{tmp_path / 'w.db'}")
+    store = ExportStore(store_url)
     web = TestClient(Starlette(routes=[webhook_route(store, SECRET)]))
     body = json.dumps(
         {
@@ -406,8 +406,8 @@ def test_serve_refuses_what_it_cannot_export(tmp_path: Path, toml: str, db: str,
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_serve_without_a_key_is_a_dry_run_and_still_takes_webhooks(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+def test_serve_without_a_key_is_a_dry_run_and_still_takes_webhooks(tmp_path: Path, store_url: str) -> None:
+    db = store_url
     config = tmp_path / "aibill.toml"
     config.write_text(CONFIG, encoding="utf-8")
     serve = Serve(tmp_path, db, config, None, "dry")

@@ -24,8 +24,8 @@ def _app() -> Any:
     return app
 
 
-def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = f"sqlite:///{tmp_path / 'a.db'}"
+def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> None:
+    db = store_url  # the ledger and the export store, in one database
     cfg = tmp_path / "c.toml"
     cfg.write_text('[customers]\nacme = "cus_acme"\n', encoding="utf-8")
     hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600
@@ -72,11 +72,11 @@ def test_setup_export_reconcile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_held_lists_reasons_and_releases_a_rejected_customer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str
 ) -> None:
     from otel_aibill.stripe.store import ExportStore
 
-    db = f"sqlite:///{tmp_path / 'h.db'}"
+    db = store_url
     cfg = tmp_path / "c.toml"
     cfg.write_text('[customers]\nacme = "cus_acme"\nglobex = "cus_gone"\n', encoding="utf-8")
     hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600

@@ -25,7 +25,6 @@ import stripe._http_client
 from fakestripe import Clock, FakeStripe, Faults
 from fakestripe.support import client_for, open_test_ledger, priced
 from otel_aibill.config import Config
-from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import AppendBatch
 from otel_aibill.stripe import ExportStore, StripeConfig, StripeExporter
 from otel_aibill.stripe.plan import ExportRow, token_types
@@ -83,17 +82,6 @@ def make_rows(now: int, n: int = 60, seed: int = 7) -> list[Any]:
     return rows
 
 
-def ledger_url_beside(store_url: str, tmp: Path) -> str:
-    """The ledger for a store: the same database where that backend has a ledger, else SQLite."""
-    if store_url.startswith("sqlite"):
-        return store_url
-    try:
-        open_ledger(store_url).close()
-    except ValueError:
-        return f"sqlite:///{tmp / 'ledger.db'}"
-    return store_url
-
-
 def store_execute(store: ExportStore, sql: str, params: tuple[Any, ...] = ()) -> None:
     """Change the store's tables behind its back (``?`` placeholders, on either backend)."""
     with store._db.tx() as cur:
@@ -103,7 +91,7 @@ def store_execute(store: ExportStore, sql: str, params: tuple[Any, ...] = ()) ->
 class Harness:
     def __init__(self, tmp: Path, fake: FakeStripe, sc: StripeConfig, store_url: str | None = None) -> None:
         self.url = store_url or f"sqlite:///{tmp / 'aibill.db'}"
-        self.ledger_url = ledger_url_beside(self.url, tmp)
+        self.ledger_url = self.url  # the export store lives in the ledger's database
         self.fake, self.sc = fake, sc
         self.config = Config(
             db=self.ledger_url, customers={k: v for k, v in CUSTOMERS.items() if k != "cus_direct"}
