@@ -41,8 +41,11 @@ COST_1000_IN_200_OUT = Decimal("0.00027")
 
 
 class Server:
-    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *args: str, env: dict[str, str] | None = None, db: str | None = None
+    ) -> None:
         self.db = tmp / "ledger.db"
+        self.url = db or f"sqlite:///{self.db}"
         self.grpc_port, self.http_port, self.ui_port = free_ports(3)
         cmd = [
             sys.executable,
@@ -50,7 +53,7 @@ class Server:
             "otel_aibill.cli",
             "serve",
             "--db",
-            f"sqlite:///{self.db}",
+            self.url,
             "--grpc-port",
             str(self.grpc_port),
             "--http-port",
@@ -95,7 +98,7 @@ class Server:
         return self.proc.wait(30)
 
     def ledger_rows(self) -> list[Any]:
-        ledger = open_ledger(f"sqlite:///{self.db}")
+        ledger = open_ledger(self.url)
         try:
             return ledger.rows(limit=1_000_000)
         finally:
@@ -105,6 +108,14 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server_on(tmp_path: Path, ledger_url: str) -> Iterator[Server]:
+    """A receiver on each backend's ledger."""
+    srv = Server(tmp_path, db=ledger_url)
     yield srv
     srv.stop()
 
@@ -139,7 +150,8 @@ def _row_ids(rows: list[Any]) -> set[tuple[str, str]]:
     return {(r.priced.usage.trace_id, r.priced.usage.span_id) for r in rows}
 
 
-def test_sdk_exporters_grpc_and_http_bill_exactly_once(server: Server) -> None:
+def test_sdk_exporters_grpc_and_http_bill_exactly_once(server_on: Server) -> None:
+    server = server_on
     via_grpc, via_http = genai_spans(7, prefix="g"), genai_spans(5, prefix="h")
     grpc_exp = GrpcExporter(endpoint=f"127.0.0.1:{server.grpc_port}", insecure=True)
     http_exp = HttpExporter(endpoint=server.traces_url)
