@@ -1,4 +1,4 @@
-"""The background fold worker (``ledger/folding.py``): who writes a computed fold, what happens to
+"""The background fold worker (``ledger/sqlite/folding.py``): who writes a computed fold, what happens to
 it when that write fails, and that the worker runs at the lowest CPU priority."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Appends through multi-row insert statements and the statement thread (``ledger/stepper.py``):
+"""Appends through multi-row insert statements and the statement thread (``ledger/sqlite/stepper.py``):
 every batch size, errors in any group, and the parameters equal to the row-by-row conversion."""
 
 from __future__ import annotations
