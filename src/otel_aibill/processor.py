@@ -27,6 +27,7 @@ from otel_aibill.ledger import open_ledger
 from otel_aibill.ledger.base import Ledger
 from otel_aibill.pipeline import IngestResult, PeriodicSweep, Pipeline, ingest_isolating
 from otel_aibill.usage import Attributes, SpanView
+from otel_aibill.watch.catalog_store import stored_pricer
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,11 @@ class BillingSpanProcessor(SpanProcessor):
         self._db = db or self.config.db
         if pipeline is None:
             self._owns_ledger = ledger is None
-            ledger = ledger or open_ledger(self._db)
-            pipeline = Pipeline(ledger, self.config)
+            pricer = None
+            if ledger is None:
+                ledger = open_ledger(self._db)
+                pricer = stored_pricer(self._db, self.config, fall_back=True)
+            pipeline = Pipeline(ledger, self.config, pricer=pricer)
         else:
             self._owns_ledger = False
         self.pipeline = pipeline
@@ -315,7 +319,8 @@ class BillingSpanExporter(SpanExporter):
     ) -> None:
         self.config = _config(config, db)
         self._ledger = open_ledger(db or self.config.db)
-        self.pipeline = Pipeline(self._ledger, self.config)
+        pricer = stored_pricer(db or self.config.db, self.config, fall_back=True)
+        self.pipeline = Pipeline(self._ledger, self.config, pricer=pricer)
         self._markers = _MARKERS | frozenset(self.config.attribution.keys)
         self._closed = False
         self._sweeps = PeriodicSweep(self.config.processor.sweep_interval_seconds)

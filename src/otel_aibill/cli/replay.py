@@ -28,6 +28,7 @@ def replay(
     from otel_aibill.pipeline import IngestResult, Pipeline
     from otel_aibill.receiver.otlp_common import Decoded
     from otel_aibill.receiver.replay import FileFormat, ReplayError, read_file
+    from otel_aibill.watch.catalog_store import stored_pricer
 
     err = Console(stderr=True)
     if fmt not in ("auto", "json", "proto"):
@@ -37,7 +38,7 @@ def replay(
         raise fail(f"no such file: {', '.join(missing)}")
     cfg = command_config(ctx, db, config)
     ledger = open_ledger_or_fail(cfg.db)
-    pipeline = Pipeline(ledger, cfg)
+    pipeline = Pipeline(ledger, cfg, pricer=stored_pricer(cfg.db, cfg))
     totals = IngestResult()
     buffer: list[SpanView] = []
 

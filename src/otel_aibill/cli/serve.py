@@ -22,9 +22,10 @@ def sink_factory(cfg: Config) -> Any:
     def factory() -> Any:
         from otel_aibill.ledger import open_ledger
         from otel_aibill.pipeline import Pipeline
+        from otel_aibill.watch.catalog_store import stored_pricer
 
         ledger = open_ledger(cfg.db)
-        return Pipeline(ledger, cfg), ledger.close
+        return Pipeline(ledger, cfg, pricer=stored_pricer(cfg.db, cfg)), ledger.close
 
     return factory
 

@@ -14,11 +14,11 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 
 from genai_prices.types import ModelInfo, Provider, StartDateConstraint, TimeOfDateConstraint
 
 from otel_aibill.config import PriceOverride
+from otel_aibill.pricing import snapshot
 from otel_aibill.pricing.clock import DAY_US, date_start_ns, datetime_to_ns, ns_to_datetime, time_of_day_us
 from otel_aibill.pricing.overrides import NEVER, Override, compile_override, override_in_force
 from otel_aibill.pricing.providers import pricing_provider_id, provider_for_host
@@ -113,8 +113,10 @@ class Catalog:
         self.currency = currency
         self.source = source
         self._by_id = {p.id: p for p in self.providers}
+        self.data_hash = source_hash or _hash_providers(self.providers)
+        """SHA-256 of the providers' canonical text (``snapshot.py``): which stored data this is."""
         digest = hashlib.sha256()
-        digest.update((source_hash or _hash_providers(self.providers)).encode())
+        digest.update(self.data_hash.encode())
         digest.update(currency.encode())
         digest.update(
             json.dumps([o.model_dump(mode="json") for o in self.overrides], sort_keys=True).encode()
@@ -129,15 +131,13 @@ class Catalog:
     @classmethod
     def bundled(cls, overrides: Sequence[PriceOverride] = (), currency: str = "USD") -> Catalog:
         """The data shipped in the installed genai-prices package."""
-        from genai_prices import __version__
-        from genai_prices.data import providers
-
+        data = snapshot.bundled()
         return cls(
-            providers,
+            data.providers,
             overrides=overrides,
             currency=currency,
-            source=f"genai-prices {__version__}",
-            source_hash=_bundled_hash(),
+            source=snapshot.bundled_source(),
+            source_hash=data.hash,
         )
 
     @property
@@ -245,12 +245,4 @@ def _collect_boundaries(model: ModelInfo, dates: list[int], tods: list[int]) -> 
 
 
 def _hash_providers(providers: Sequence[Provider]) -> str:
-    # The dataclass reprs are deterministic (no ids, no sets) and cover every price and match rule.
-    return hashlib.sha256(repr(list(providers)).encode()).hexdigest()
-
-
-@cache
-def _bundled_hash() -> str:
-    from genai_prices.data import providers
-
-    return _hash_providers(providers)
+    return snapshot.Snapshot.of(providers).hash

@@ -1,0 +1,1 @@
+"""Price watch: stored catalog versions, price updates, alerts."""
