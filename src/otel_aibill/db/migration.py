@@ -10,11 +10,14 @@ migrations in one transaction and refuse a database newer than the code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from otel_aibill.errors import AibillError
+
+_log = logging.getLogger("otel_aibill.db")
 
 Step = str | Callable[[Any], object]
 """A SQL statement, or a function given the connection (SQLite) or cursor (PostgreSQL), run in
@@ -74,3 +77,31 @@ def pending(
         )
     last = component.latest if target is None else min(target, component.latest)
     return list(component.migrations[current:last])
+
+
+def apply_pending(
+    component: Component,
+    current: int,
+    steps: Callable[[Migration], tuple[Step, ...]],
+    run: Callable[[Step], object],
+    record: Callable[[Migration], object],
+    *,
+    target: int | None = None,
+    where: str = "the database",
+) -> int:
+    """Run each pending migration's ``steps`` through ``run``, then ``record`` it; the version
+    reached. The caller holds the transaction (and the lock) around all of it."""
+    for migration in pending(current, component, target=target, where=where):
+        if current > 0:  # some steps rewrite every row of a big database: say what is going on
+            _log.info(
+                "migrating %s to %s schema version %d: %s",
+                where,
+                component.name,
+                migration.version,
+                migration.name,
+            )
+        for step in steps(migration):
+            run(step)
+        record(migration)
+        current = migration.version
+    return current

@@ -9,15 +9,12 @@ leaves neither a lock nor a half-applied version behind.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import psycopg
 from psycopg import sql
 
-from otel_aibill.db.migration import Component, pending
-
-_log = logging.getLogger(__name__)
+from otel_aibill.db.migration import Component, apply_pending
 
 
 def _lock_key(schema: str, component: Component) -> str:
@@ -66,24 +63,14 @@ def migrate(
                 " applied_at_ns bigint NOT NULL)"
             ).format(table)
         )
-        current = version_of(cur, schema, component)
-        for migration in pending(current, component, target=target, where=where):
-            if current > 0:
-                _log.info(
-                    "migrating %s to %s schema version %d: %s",
-                    where,
-                    component.name,
-                    migration.version,
-                    migration.name,
-                )
-            for step in migration.postgres:
-                if isinstance(step, str):
-                    cur.execute(step.encode())
-                else:
-                    step(cur)
-            cur.execute(
-                sql.SQL("INSERT INTO {} (version, name, applied_at_ns) VALUES (%s, %s, %s)").format(table),
-                (migration.version, migration.name, time.time_ns()),
-            )
-            current = migration.version
+        insert = sql.SQL("INSERT INTO {} (version, name, applied_at_ns) VALUES (%s, %s, %s)").format(table)
+        current = apply_pending(
+            component,
+            version_of(cur, schema, component),
+            lambda migration: migration.postgres,
+            lambda step: cur.execute(step.encode()) if isinstance(step, str) else step(cur),
+            lambda migration: cur.execute(insert, (migration.version, migration.name, time.time_ns())),
+            target=target,
+            where=where,
+        )
     return current

@@ -6,13 +6,10 @@ opening one file at once migrate it one after the other (the second finds nothin
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 
-from otel_aibill.db.migration import Component, pending
-
-_log = logging.getLogger(__name__)
+from otel_aibill.db.migration import Component, apply_pending
 
 
 def version_of(conn: sqlite3.Connection, component: Component) -> int:
@@ -46,27 +43,18 @@ def migrate(
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ns INTEGER NOT NULL)"
         )
         _widen_version_table(conn, table)
-        current = version_of(conn, component)
-        steps = pending(current, component, target=target, where=where)
-        for migration in steps:
-            if current > 0:  # some steps rewrite every row of a big database: say what is going on
-                _log.info(
-                    "migrating %s to %s schema version %d: %s",
-                    where,
-                    component.name,
-                    migration.version,
-                    migration.name,
-                )
-            for step in migration.sqlite:
-                if isinstance(step, str):
-                    conn.execute(step)
-                else:
-                    step(conn)
-            conn.execute(
+        current = apply_pending(
+            component,
+            version_of(conn, component),
+            lambda migration: migration.sqlite,
+            lambda step: conn.execute(step) if isinstance(step, str) else step(conn),
+            lambda migration: conn.execute(
                 f"INSERT INTO {table} (version, name, applied_at_ns) VALUES (?, ?, ?)",
                 (migration.version, migration.name, time.time_ns()),
-            )
-            current = migration.version
+            ),
+            target=target,
+            where=where,
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -155,48 +155,50 @@ class Batches(StoreBase):
         rows = self._query(f"SELECT {EVENT_COLS} FROM {EVENTS_FROM} WHERE e.identifier = ?", (identifier,))
         return stored_event(rows[0]) if rows else None
 
+    def _each(self, identifiers: Sequence[str], sql: str, *values: Any) -> None:
+        """``sql`` once per event in one transaction, with ``values`` and then its identifier."""
+        with self._tx() as cur:
+            cur.executemany(sql, [(*values, i) for i in identifiers])
+
     def mark_attempt(self, identifiers: Sequence[str], now: int) -> None:
         """Written before a send: an event never attempted cannot be in Stripe."""
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE stripe_event SET attempts = attempts + 1,"
-                " first_attempt_at = COALESCE(first_attempt_at, ?) WHERE identifier = ?",
-                [(now, i) for i in identifiers],
-            )
+        self._each(
+            identifiers,
+            "UPDATE stripe_event SET attempts = attempts + 1,"
+            " first_attempt_at = COALESCE(first_attempt_at, ?) WHERE identifier = ?",
+            now,
+        )
 
     def mark_sent(self, identifiers: Sequence[str], now: int) -> None:
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE stripe_event SET state = 'sent', sent_at = ?, last_error = NULL"
-                " WHERE identifier = ? AND state IN ('pending', 'review')",
-                [(now, i) for i in identifiers],
-            )
+        self._each(
+            identifiers,
+            "UPDATE stripe_event SET state = 'sent', sent_at = ?, last_error = NULL"
+            " WHERE identifier = ? AND state IN ('pending', 'review')",
+            now,
+        )
 
     def mark_state(
         self, identifiers: Sequence[str], state: str, code: str | None, message: str | None
     ) -> None:
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE stripe_event SET state = ?, error_code = ?, last_error = ? WHERE identifier = ?",
-                [(state, code, message, i) for i in identifiers],
-            )
+        self._each(
+            identifiers,
+            "UPDATE stripe_event SET state = ?, error_code = ?, last_error = ? WHERE identifier = ?",
+            state,
+            code,
+            message,
+        )
 
     def note_error(self, identifiers: Sequence[str], message: str) -> None:
         """A failure that will be retried: the event stays pending."""
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE stripe_event SET last_error = ? WHERE identifier = ?",
-                [(message[:500], i) for i in identifiers],
-            )
+        self._each(identifiers, "UPDATE stripe_event SET last_error = ? WHERE identifier = ?", message[:500])
 
     def reset_attempts(self, identifiers: Sequence[str]) -> None:
         """After reconciliation proved Stripe never counted these: safe to send as new."""
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE stripe_event SET attempts = 0, first_attempt_at = NULL, state = 'pending'"
-                " WHERE identifier = ?",
-                [(i,) for i in identifiers],
-            )
+        self._each(
+            identifiers,
+            "UPDATE stripe_event SET attempts = 0, first_attempt_at = NULL, state = 'pending'"
+            " WHERE identifier = ?",
+        )
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from otel_aibill.stripe.plan import Dims, ExportRow
@@ -84,61 +85,42 @@ def dims_of(text: str) -> Dims:
     return tuple((str(k), str(v)) for k, v in json.loads(text))
 
 
+_ROW_FIELDS = attrgetter(
+    "seq",
+    "customer",
+    "stripe_customer",
+    "start_ns",
+    "provider",
+    "model",
+    "currency",
+    "billed",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+)
+"""An ``ExportRow``'s fields in ``ROW_COLS`` order (the dataclass's own order)."""
+
+
 def export_row(values: Sequence[Any]) -> ExportRow:
     """An ``ExportRow`` from the ``ROW_COLS`` of a table row."""
+    seq, customer, stripe_customer, start_ns, provider, model, currency, billed, *tokens = values
     return ExportRow(
-        seq=values[0],
-        customer=values[1],
-        stripe_customer=values[2],
-        start_ns=values[3],
-        provider=values[4],
-        model=values[5],
-        currency=values[6],
-        billed=Decimal(values[7]),
-        input_tokens=values[8],
-        output_tokens=values[9],
-        cache_read_tokens=values[10],
-        cache_write_tokens=values[11],
+        seq, customer, stripe_customer, start_ns, provider, model, currency, Decimal(billed), *tokens
     )
 
 
 def row_values(row: ExportRow) -> tuple[Any, ...]:
     """The ``ROW_COLS`` parameters of a row (money as text: exact on every backend)."""
-    return (
-        row.seq,
-        row.customer,
-        row.stripe_customer,
-        row.start_ns,
-        row.provider,
-        row.model,
-        row.currency,
-        str(row.billed),
-        row.input_tokens,
-        row.output_tokens,
-        row.cache_read_tokens,
-        row.cache_write_tokens,
-    )
+    values = _ROW_FIELDS(row)
+    return (*values[:7], str(values[7]), *values[8:])
 
 
 def stored_event(v: Sequence[Any]) -> StoredEvent:
-    """A ``StoredEvent`` from the ``EVENT_COLS`` of a row."""
+    """A ``StoredEvent`` from the ``EVENT_COLS`` of a row (the dataclass's field order)."""
+    ident, batch, created, customer, name, dims, window, ts, amount, value, *state = v
     return StoredEvent(
-        identifier=v[0],
-        batch_id=v[1],
-        batch_created_at=v[2],
-        stripe_customer=v[3],
-        event_name=v[4],
-        dims=dims_of(v[5]),
-        window_start=v[6],
-        timestamp=v[7],
-        amount=Decimal(v[8]),
-        value=v[9],
-        state=v[10],
-        attempts=v[11],
-        first_attempt_at=v[12],
-        sent_at=v[13],
-        error_code=v[14],
-        last_error=v[15],
+        ident, batch, created, customer, name, dims_of(dims), window, ts, Decimal(amount), value, *state
     )
 
 
