@@ -15,6 +15,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from otel_aibill.display import cell, csv_text
 from otel_aibill.ledger.base import UsageSummary
 
 ReportFormat = Literal["table", "json", "csv"]
@@ -51,18 +52,28 @@ def summary_dicts(rows: list[UsageSummary], by: tuple[str, ...]) -> list[dict[st
 
 
 def usage_json(items: list[dict[str, Any]]) -> str:
+    """Exact: every text as it is stored (control characters as JSON escapes)."""
     return json.dumps(items, indent=2)
 
 
 def usage_csv(items: list[dict[str, Any]]) -> str:
     """One header line from the first item's keys (they are the same for every item); empty
-    when there is nothing to report."""
+    when there is nothing to report. Text cells (ids and names from spans) that a spreadsheet
+    would run as a formula are neutralised, control characters escaped (``display.csv_text``);
+    numbers are written as is."""
     buf = io.StringIO()
     if items:
         writer = csv.DictWriter(buf, fieldnames=list(items[0]))
         writer.writeheader()
-        writer.writerows(items)
+        writer.writerows(
+            {k: csv_text(v) if isinstance(v, str) and k not in _NUMERIC_TEXT else v for k, v in item.items()}
+            for item in items
+        )
     return buf.getvalue()
+
+
+_NUMERIC_TEXT = frozenset(("cost", "billed", "margin"))
+"""Amounts are decimal strings written by us (a negative margin starts with ``-``)."""
 
 
 def _money(value: str) -> str:
@@ -76,6 +87,7 @@ def wide_console() -> Console:
 
 
 def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console: Console) -> None:
+    """Ids and names from spans are shown as plain, visible text (``display.cell``)."""
     table = Table(title="Usage", show_lines=False)
     for key in by:
         table.add_column(key, overflow="fold")
@@ -91,7 +103,7 @@ def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console
         if item["pending_spans"]:
             notes.append(f"{item['pending_spans']} pending")
         table.add_row(
-            *(str(item[k]) for k in by),
+            *(cell(item[k]) for k in by),
             f"{item['spans']:,}",
             f"{item['input_tokens']:,}",
             f"{item['output_tokens']:,}",

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from otel_aibill.cli.options import config_of, fail, open_ledger_or_fail
+from otel_aibill.display import cell, visible
 
 customers_app = typer.Typer(help="Map your customer ids to Stripe customer ids.", no_args_is_help=True)
 
@@ -28,7 +29,7 @@ def customers_set(
         ledger.set_customer(customer_id, stripe_customer_id, name)
     finally:
         ledger.close()
-    typer.echo(f"{customer_id} -> {stripe_customer_id or '(no Stripe customer)'}")
+    typer.echo(f"{visible(customer_id)} -> {visible(stripe_customer_id or '(no Stripe customer)')}")
 
 
 @customers_app.command("list")
@@ -41,5 +42,5 @@ def customers_list(ctx: typer.Context) -> None:
         ledger.close()
     table = Table("customer", "stripe customer", "name")
     for c in rows:
-        table.add_row(c.customer_id, c.stripe_customer_id or "-", c.name or "")
+        table.add_row(cell(c.customer_id), cell(c.stripe_customer_id or "-"), cell(c.name or ""))
     Console().print(table)

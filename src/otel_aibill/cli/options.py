@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from otel_aibill.config import Config, ConfigError, load_config
+from otel_aibill.display import visible
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Ledger URL (overrides the global --db).")]
 ConfigOption = Annotated[str | None, typer.Option("--config", help="TOML configuration file.")]
@@ -18,7 +19,7 @@ ConfigOption = Annotated[str | None, typer.Option("--config", help="TOML configu
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit to raise (so callers can chain)."""
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(visible(message))}")
     return typer.Exit(code)
 
 

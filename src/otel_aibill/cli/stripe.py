@@ -14,6 +14,7 @@ from rich.table import Table
 
 from otel_aibill.cli.options import fail, open_ledger_or_fail, parse_time
 from otel_aibill.config import Config
+from otel_aibill.display import cell, visible
 from otel_aibill.stripe.config import StripeConfig, StripeEnv, currency_of, stripe_config
 
 stripe_app = typer.Typer(help="Export usage to Stripe meters.", no_args_is_help=True)
@@ -103,7 +104,12 @@ def export(
         console.print(f"dry run (no STRIPE_API_KEY): {len(report.dry_run_events)} events would be sent")
         table = Table("identifier", "event", "payload", "timestamp")
         for ev in report.dry_run_events:
-            table.add_row(ev["identifier"], ev["event_name"], json.dumps(ev["payload"]), str(ev["timestamp"]))
+            table.add_row(
+                cell(ev["identifier"]),
+                cell(ev["event_name"]),
+                cell(json.dumps(ev["payload"])),
+                cell(ev["timestamp"]),
+            )
         console.print(table)
     else:
         console.print(
@@ -113,9 +119,9 @@ def export(
             f"  requests {report.requests}  pending {report.pending}  review {report.review}"
         )
     for reason, n in sorted(report.held.items()):
-        console.print(f"[yellow]held[/yellow] {n} rows: {reason}")
+        console.print(f"[yellow]held[/yellow] {n} rows: {escape(visible(reason))}")
     for err in report.errors:
-        console.print(f"[red]{escape(str(err))}[/red]")
+        console.print(f"[red]{escape(visible(str(err)))}[/red]")
 
 
 @stripe_app.command()
@@ -141,8 +147,8 @@ def reconcile(
     table = Table("customer", "meter", "ledger units", "sent", "unsent", "stripe", "status")
     for ln in lines:
         table.add_row(
-            ln.stripe_customer,
-            ln.event_name,
+            cell(ln.stripe_customer),
+            cell(ln.event_name),
             str(ln.ledger_units),
             str(ln.sent_units),
             str(ln.unsent_units),
@@ -151,11 +157,10 @@ def reconcile(
         )
     console.print(table)
     for reason, count in _held_counts(store).items():
-        console.print(f"[yellow]held[/yellow] {count} rows: {reason}")
+        console.print(f"[yellow]held[/yellow] {count} rows: {escape(visible(reason))}")
     for err in store.webhook_errors():
-        console.print(
-            f"[red]stripe reported[/red] {escape(f'{err.type} {err.code} {err.identifier}: {err.message}')}"
-        )
+        reported = visible(f"{err.type} {err.code} {err.identifier}: {err.message}")
+        console.print(f"[red]stripe reported[/red] {escape(reported)}")
     if any(not ln.ok for ln in lines):
         raise typer.Exit(1)
 
@@ -198,7 +203,7 @@ def models(
     table.add_column("spans", justify="right", no_wrap=True)
     for x, n in names:
         source = {"map": "[stripe.models]", "rule": "Stripe's naming", "as is": "as is"}[x.source]
-        table.add_row(escape(x.ledger), escape(x.stripe), escape(source), f"{n:,}")
+        table.add_row(cell(x.ledger), cell(x.stripe), cell(source), f"{n:,}")
     console.print(table)
     if any(x.source == "as is" for x, _ in names):
         console.print(
@@ -228,7 +233,7 @@ def held(
             console.print(f"released {n} rejected customer(s)")
         table = Table("reason", "rows")
         for reason, n in sorted(_held_counts(store).items()):
-            table.add_row(reason, f"{n:,}")
+            table.add_row(cell(reason), f"{n:,}")
         console.print(table)
     finally:
         ledger.close()
