@@ -81,6 +81,68 @@ def apply_thin_event(
     return errors
 
 
+MAX_BODY_BYTES = 256 * 1024
+"""Stripe's thin events are about a kilobyte; a larger body is refused before it is read whole."""
+
+
+class _BadDelivery(ValueError):
+    """A delivery refused with 400 before anything in it is used."""
+
+
+def _checked_header(header: str | None, now: float) -> str:
+    """A ``Stripe-Signature`` header whose ``t=`` is within the tolerance; refused when missing,
+    malformed or outside the tolerance in either direction (the SDK checks only the past: a
+    delivery signed an hour ahead would otherwise stay replayable for an hour and five minutes)."""
+    if not header:
+        raise _BadDelivery("missing Stripe-Signature header")
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    t = fields.get("t", "")
+    if not t.isascii() or not t.isdigit() or "v1" not in fields:
+        raise _BadDelivery("malformed Stripe-Signature header")
+    if abs(int(t) - now) > TOLERANCE:
+        raise _BadDelivery("signature timestamp outside the tolerance")
+    return header
+
+
+async def _bounded_body(request: Request) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise _BadDelivery(f"body larger than {MAX_BODY_BYTES} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BadDelivery(f"body larger than {MAX_BODY_BYTES} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _thin_event(raw: bytes, header: str, secret: str) -> tuple[str, dict[str, Any]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _BadDelivery("body is not UTF-8") from None
+    try:
+        stripe.WebhookSignature.verify_header(text, header, secret, tolerance=TOLERANCE)
+    except stripe.SignatureVerificationError:
+        raise _BadDelivery("invalid signature") from None
+    try:
+        thin = json.loads(text)
+    except ValueError:
+        raise _BadDelivery("invalid JSON") from None
+    if (
+        not isinstance(thin, dict)
+        or not isinstance(thin.get("id"), str)
+        or not isinstance(thin.get("type"), str)
+    ):
+        raise _BadDelivery("not an event: an object with string id and type is expected")
+    related = thin.get("related_object")
+    if related is not None and not isinstance(related, dict):
+        raise _BadDelivery("related_object is not an object")
+    return text, thin
+
+
 def webhook_route(
     store: ExportStore,
     secret: str,
@@ -88,27 +150,28 @@ def webhook_route(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Route:
-    """The route ``serve`` mounts. The signature is checked with the SDK before anything is read."""
+    """The route ``serve`` mounts. The signature header is checked before the body is read, the
+    body is bounded, and its signature is verified (with the SDK) before anything in it is used;
+    every bad delivery is a 400 with a one-line reason."""
 
     async def endpoint(request: Request) -> JSONResponse:
-        raw = (await request.body()).decode("utf-8")
-        header = request.headers.get("stripe-signature")
         try:
-            stripe.WebhookSignature.verify_header(raw, header, secret, tolerance=TOLERANCE)
-        except stripe.SignatureVerificationError:
-            return JSONResponse({"error": "invalid signature"}, status_code=400)
-        try:
-            thin = json.loads(raw)
-        except ValueError:
-            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+            header = _checked_header(request.headers.get("stripe-signature"), clock())
+            text, thin = _thin_event(await _bounded_body(request), header, secret)
+        except _BadDelivery as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         if thin.get("object") != "v2.core.event" or thin.get("type") not in HANDLED:
             return JSONResponse({"received": True, "ignored": True})
         full: dict[str, Any] | None = None
         if client is not None:
-            notification = client.parse_event_notification_without_verification(raw)
+            notification = client.parse_event_notification_without_verification(text)
             event = await run_in_threadpool(notification.fetch_event)
             full = event.to_dict()
-        await run_in_threadpool(apply_thin_event, store, thin, full, int(clock()))
+        try:
+            await run_in_threadpool(apply_thin_event, store, thin, full, int(clock()))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("Stripe webhook event %s not understood: %s", thin["id"][:100], exc)
+            return JSONResponse({"error": "event not understood"}, status_code=400)
         return JSONResponse({"received": True})
 
     return Route("/stripe/webhook", endpoint, methods=["POST"])
