@@ -121,14 +121,76 @@ def test_provider_from_the_litellm_model_when_gen_ai_system_is_missing() -> None
     assert record(request_attrs("anthropic", **{"gen_ai.system": None})).provider == "anthropic"
 
 
-def test_the_raw_provider_response_child_is_not_billed() -> None:
-    raw = {
-        "llm.openai.usage": "{'completion_tokens': 7, 'prompt_tokens': 1220}",
-        "llm.openai.model": "gpt-4o-mini-2024-07-18",
-        "llm.openai.id": "chatcmpl-7149dfcc226649a9bc6a9c4e",
-    }
-    extracted = extract(span(raw, name="raw_gen_ai_request", span_id=2))
-    assert isinstance(extracted, NotBillable) and extracted.reason is NotBillableReason.NOT_INFERENCE
+RAW_ANTHROPIC = {
+    "llm.anthropic.id": "msg_27eec8f135b84116a78bf272",
+    "llm.anthropic.model": "claude-sonnet-4-5-20250929",
+    "llm.anthropic.type": "message",
+    "llm.anthropic.usage": "{'input_tokens': 5, 'cache_creation_input_tokens': 1208,"
+    " 'cache_read_input_tokens': 0, 'cache_creation': {'ephemeral_5m_input_tokens': 1208,"
+    " 'ephemeral_1h_input_tokens': 0}, 'output_tokens': 7, 'service_tier': 'standard'}",
+}
+RAW_OPENAI = {
+    "llm.openai.id": "chatcmpl-77a66f0fc0e64df390fa10a0",
+    "llm.openai.model": "gpt-4o-mini-2024-07-18",
+    "llm.openai.object": "chat.completion",
+    "llm.openai.service_tier": "default",
+    "llm.openai.usage": OPENAI_USAGE,
+}
+
+
+def raw_span(attrs: dict[str, Any]) -> SpanView:
+    return SpanView(
+        "0af7651916cd43dd8448eb211c80319c",
+        f"{2:016x}",
+        "raw_gen_ai_request",
+        11,
+        19,
+        attrs,
+        scope_name="litellm",
+        parent_span_id=f"{1:016x}",
+    )
+
+
+def test_the_raw_provider_response_is_read_in_the_canonical_accounting() -> None:
+    """With an app span open, LiteLLM puts the call's attributes on the app span (lost when that
+    span has ended): its raw_gen_ai_request child is then the only record of the call."""
+    u = extract(raw_span(RAW_ANTHROPIC))
+    assert isinstance(u, UsageRecord) and u.response_id is None
+    assert (u.provider, u.model, u.input_tokens, u.output_tokens) == (
+        "anthropic",
+        "claude-sonnet-4-5-20250929",
+        1213,
+        7,
+    )
+    assert (u.cache_write_tokens, u.cache_write_5m_tokens, u.service_tier) == (1208, 1208, "standard")
+    u = extract(raw_span(RAW_OPENAI))
+    assert isinstance(u, UsageRecord)
+    assert (u.provider, u.input_tokens, u.cache_read_tokens, u.service_tier) == (
+        "openai",
+        1220,
+        1152,
+        "default",
+    )
+    # not a chat call, a bad usage, nothing to read
+    embedding = extract(raw_span({**RAW_OPENAI, "llm.openai.object": "list"}))
+    assert isinstance(embedding, NotBillable) and embedding.reason is NotBillableReason.NOT_INFERENCE
+    bad = extract(raw_span({**RAW_OPENAI, "llm.openai.usage": "{'prompt_tokens': -1}"}))
+    assert isinstance(bad, NotBillable) and bad.reason is NotBillableReason.INVALID_USAGE
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_litellm_span_and_its_raw_child_are_one_call(provider: str, tmp_path: Path) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'raw.db'}")
+    try:
+        parent = span(request_attrs(provider))
+        child = raw_span(RAW_OPENAI if provider == "openai" else RAW_ANTHROPIC)
+        result = Pipeline(ledger).ingest([child, parent])
+        assert result.billed == 1 and result.not_billable == {"duplicate_call": 1}
+        (row,) = ledger.rows()
+        assert row.priced.usage.response_id == parent.attributes["gen_ai.response.id"]
+        assert row.priced.usage.customer == parent.attributes["llm.user"]
+    finally:
+        ledger.close()
 
 
 BAD = [

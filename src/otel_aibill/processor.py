@@ -50,6 +50,8 @@ _MARKERS = frozenset(
         "llm.token_count.completion",
         "openinference.span.kind",
         "embedding.model_name",
+        "llm.openai.usage",  # LiteLLM's raw_gen_ai_request spans
+        "llm.anthropic.usage",
     }
 )
 

@@ -66,6 +66,7 @@ _with_data = replacer(
     "response_id",
     "server_address",
     "customer",
+    "reported_cost",
 )
 
 
@@ -163,6 +164,7 @@ def merge(spans: Iterable[UsageRecord], identity: UsageRecord | None = None) -> 
         identity.customer
         if identity.customer is not None
         else next((u.customer for u in ranked if u.customer is not None), None),
+        next((u.reported_cost for u in ranked if u.reported_cost is not None), None),
     )
 
 

@@ -24,6 +24,7 @@ from otel_aibill.demo import Exchange
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("runner.py")
+COMPAT_RUNNER = Path(__file__).with_name("compat_runner.py")
 BIN = Path(sys.executable).parent
 
 
@@ -71,12 +72,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def launch_group(group: str, fake_base: str, workdir: Path) -> Run:
+def launch_group(group: str, fake_base: str, workdir: Path, runner: Path = RUNNER) -> Run:
     db = f"sqlite:///{workdir / f'{group}.db'}"
     out, spans = workdir / f"{group}.json", workdir / f"{group}.spans.json"
     env = _env(E2E_FAKE_BASE=fake_base, E2E_DB=db, E2E_OUT=str(out), E2E_SPANS=str(spans))
     proc = subprocess.Popen(
-        [sys.executable, str(RUNNER), group],
+        [sys.executable, str(runner), group],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

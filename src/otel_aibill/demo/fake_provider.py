@@ -3,7 +3,9 @@
 One stdlib HTTP server (no extra dependency: ``otel-aibill demo`` runs on the base install)
 serves both APIs on one port: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/responses``
 (OpenAI) and ``/v1/messages`` (Anthropic). Token counts are deterministic functions of the request
-and every exchange is logged, so tests can compute the usage they expect to be billed.
+and every exchange is logged, so tests can compute the usage they expect to be billed. A chat
+completion offered function tools calls the first one until a tool result is in the conversation,
+so agent loops run against it.
 
 Scripting, for tests that need an exact usage or an error:
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 import time
 from collections.abc import Mapping
@@ -224,20 +225,44 @@ def chat_completions(body: JSON, ctx: Ctx) -> Reply:
     finish = "length" if truncated else "stop"
     if stream:
         return _chat_stream(head, text, finish, usage, include_usage=_include_usage(body))
+    message: JSON = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    call = _tool_call(body, messages)
+    if call is not None:  # an agent's first step: call the first tool, answer once it has run
+        message, finish = (
+            {"role": "assistant", "content": None, "refusal": None, "tool_calls": [call]},
+            "tool_calls",
+        )
     payload = {
         **head,
         "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": usage,
     }
     return json_reply(200, payload, usage=usage, response_id=head["id"], model=model.served)
+
+
+def _tool_call(body: JSON, messages: list[Any]) -> JSON | None:
+    """A call of the request's first function tool, when the model should make one: tools are
+    offered, not refused by ``tool_choice``, and no tool result is in the conversation yet. Its
+    arguments name ``"Paris"`` for every required string parameter."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    if not tools or body.get("tool_choice") == "none":
+        return None
+    if any(isinstance(m, dict) and m.get("role") == "tool" for m in messages):
+        return None
+    function = tools[0].get("function") or {}
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    arguments = {
+        name: "Paris"
+        for name in parameters.get("required") or []
+        if (properties.get(name) or {}).get("type") == "string"
+    }
+    return {
+        "id": new_id("call_"),
+        "type": "function",
+        "function": {"name": function.get("name", "tool"), "arguments": json.dumps(arguments)},
+    }
 
 
 def _include_usage(body: JSON) -> bool:

@@ -69,6 +69,51 @@ def _not_billable(span: SpanView, reason: NotBillableReason, detail: str = "") -
     return _new_not_billable(reason, detail, span.trace_id, span.span_id)
 
 
+def _litellm_raw(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
+    """A LiteLLM ``raw_gen_ai_request`` span: the provider's raw response (see ``litellm.py``)."""
+    try:
+        raw = litellm.read_raw(span.attributes)
+    except litellm.BadUsageObject as exc:
+        litellm.ignored(exc)
+        return _not_billable(span, NotBillableReason.INVALID_USAGE, f"litellm raw usage: {exc}")
+    if raw is None:
+        return _not_billable(
+            span, NotBillableReason.NOT_INFERENCE, "litellm raw_gen_ai_request without a usage"
+        )
+    counts = raw.counts
+    if not counts.input and not counts.output:
+        return _not_billable(span, NotBillableReason.NO_USAGE, "litellm: token counts are zero")
+    model = _models[raw.model, raw.provider] if raw.model else UNKNOWN
+    return _usage_record(
+        span.trace_id,
+        span.span_id,
+        span.start_time_ns,
+        span.end_time_ns,
+        raw.provider,
+        model,
+        "chat",
+        counts.input or 0,
+        counts.output or 0,
+        counts.cache_read,
+        counts.cache_write,
+        counts.cache_write_5m,
+        counts.cache_write_1h,
+        counts.reasoning,
+        counts.input_audio,
+        counts.output_audio,
+        None,
+        raw.model,
+        raw.service_tier,
+        None,  # LiteLLM's own span names the call by its own id, not the provider's
+        None,
+        span.scope_name,
+        "litellm",
+        customer,
+        span.parent_span_id,
+        None,
+    )
+
+
 def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     attrs: Mapping[str, object] = span.attributes
     scope = span.scope_name
@@ -102,9 +147,7 @@ def _extract(span: SpanView, customer: str | None) -> UsageRecord | NotBillable:
     if convention == "vercel-ai" and not vercel_ai.is_step_span(span.name, attrs):
         return _not_billable(span, _AGGREGATED, f"vercel ai {span.name}: sum of its step spans")
     if convention == "litellm" and litellm.is_raw_span(span.name):
-        return _not_billable(
-            span, NotBillableReason.NOT_INFERENCE, "litellm raw_gen_ai_request: its parent bills"
-        )
+        return _litellm_raw(span, customer)
 
     # Every string field at once (pure reads: reading them before the counts changes nothing).
     response_model, request_model, declared, address, served_tier, requested_tier, response_id, server = (

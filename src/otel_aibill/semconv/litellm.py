@@ -6,9 +6,17 @@ uncached + cache read + cache write summed, which is the GenAI total) and the ou
 breakdown only inside ``metadata.usage_object``: the usage as a Python literal (``str(dict)``),
 e.g. ``{'prompt_tokens': 1213, 'prompt_tokens_details': {'cached_tokens': 0,
 'cache_write_tokens': 1208, 'cache_creation_token_details': {'ephemeral_5m_input_tokens': 1208,
-...}}, 'completion_tokens_details': {'reasoning_tokens': 0}, ...}``. Its child
-``raw_gen_ai_request`` repeats the provider's raw response (``llm.<provider>.*``, ids that differ
-from the parent's) and is not billed: the call is billed once, from ``litellm_request``.
+...}}, 'completion_tokens_details': {'reasoning_tokens': 0}, ...}``.
+
+When the app has a span open, LiteLLM writes those attributes onto the app's span instead of a
+``litellm_request`` span of its own (unless ``USE_OTEL_LITELLM_REQUEST_SPAN`` is set) — for a
+synchronous call after that span may have ended, when they are lost. Its child
+``raw_gen_ai_request`` (scope ``litellm``) is always made, with the provider's raw response:
+``llm.openai.usage`` / ``llm.anthropic.usage``, again a Python literal. So that child is read as
+a usage span too (:func:`read_raw`, OpenAI and Anthropic shapes; other providers' raw spans are
+not billed), without a response id (LiteLLM's parent span carries its own, not the provider's):
+where the parent also carries the usage, the two are parent and child with the same totals, one
+call for the same-call rule, billed once with the best of both.
 
 The literal is parsed with ``ast.literal_eval`` (never ``eval``) after a size cap and a nesting
 cap, so a hostile value costs a bounded amount of work. A usage object that cannot be used (not
@@ -24,6 +32,7 @@ import ast
 import logging
 from collections import Counter
 from collections.abc import Container, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from . import genai
@@ -160,6 +169,73 @@ def reported_cost(attrs: Mapping[str, object]) -> Decimal | None:
     except InvalidOperation:
         return None
     return cost if cost.is_finite() and cost >= 0 else None
+
+
+# (attribute prefix, provider) of the raw responses read, with the object type of a model call
+_RAW = (("llm.openai.", "openai", "chat.completion"), ("llm.anthropic.", "anthropic", "message"))
+
+
+@dataclass(slots=True, frozen=True)
+class Raw:
+    """A ``raw_gen_ai_request`` span's call: the provider's own usage, in the canonical counts."""
+
+    provider: str
+    model: str | None
+    counts: Counts
+    service_tier: str | None
+
+
+def read_raw(attrs: Mapping[str, object]) -> Raw | None:
+    """The call in a ``raw_gen_ai_request`` span, None when it has no usage this reads; raises
+    :class:`BadUsageObject` for a usage that cannot be used (the caller holds it as invalid)."""
+    for prefix, provider, call_object in _RAW:
+        text = attrs.get(prefix + "usage")
+        if text is None:
+            continue
+        kind = attrs.get(prefix + ("object" if provider == "openai" else "type"))
+        if kind is not None and kind != call_object:
+            return None  # not a chat call (an embedding, a batch...): not read here
+        usage = parse_literal(text)
+        if provider == "openai":
+            counts = Counts(
+                input=_count(usage, "prompt_tokens"),
+                output=_count(usage, "completion_tokens"),
+                cache_read=_count(usage, "prompt_tokens_details", "cached_tokens"),
+                reasoning=_count(usage, "completion_tokens_details", "reasoning_tokens"),
+                input_audio=_count(usage, "prompt_tokens_details", "audio_tokens"),
+                output_audio=_count(usage, "completion_tokens_details", "audio_tokens"),
+            )
+        else:  # Anthropic's input_tokens excludes the cache reads and writes
+            read, write = (
+                _count(usage, "cache_read_input_tokens"),
+                _count(usage, "cache_creation_input_tokens"),
+            )
+            counts = Counts(
+                input=_count(usage, "input_tokens") + read + write,
+                output=_count(usage, "output_tokens"),
+                cache_read=read,
+                cache_write=write,
+                cache_write_5m=_count(usage, "cache_creation", "ephemeral_5m_input_tokens"),
+                cache_write_1h=_count(usage, "cache_creation", "ephemeral_1h_input_tokens"),
+            )
+        try:
+            counts.validate()
+        except InvalidUsage as exc:
+            raise BadUsageObject("inconsistent", str(exc)) from None
+        model = attrs.get(prefix + "model")
+        tier = usage.get("service_tier") if provider == "anthropic" else attrs.get(prefix + "service_tier")
+        return Raw(
+            provider,
+            model if isinstance(model, str) and model.strip() else None,
+            counts,
+            tier.lower() if isinstance(tier, str) and tier.strip() else None,
+        )
+    return None
+
+
+def ignored(exc: BadUsageObject) -> None:
+    """Count and log a usage object that was not used."""
+    _ignored(exc)
 
 
 def _ignored(exc: BadUsageObject) -> None:
