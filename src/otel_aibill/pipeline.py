@@ -68,6 +68,7 @@ class IngestResult:
     unpriced: int = 0
     pending: int = 0
     attributed_later: int = 0
+    superseded: int = 0  # stored bills replaced by a richer record of the same call
     not_billable: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: IngestResult) -> None:
@@ -77,6 +78,7 @@ class IngestResult:
         self.unpriced += other.unpriced
         self.pending += other.pending
         self.attributed_later += other.attributed_later
+        self.superseded += other.superseded
         for reason, count in other.not_billable.items():
             self.not_billable[reason] = self.not_billable.get(reason, 0) + count
 
@@ -259,13 +261,26 @@ class Pipeline:
                 elif customer != row.usage.customer:
                     rows[pos] = self.pricer.bill(row, customer)
 
+        superseded = [self._priced_supersede(merged, names) for merged in decision.superseded]
         try:
             appended = self.ledger.append(
-                AppendBatch(rows=rows, trace_customers=names, not_billable=dict(not_billable))
+                AppendBatch(
+                    rows=rows, trace_customers=names, not_billable=dict(not_billable), superseded=superseded
+                )
             )
         except BaseException:
             self._calls.forget()  # not stored: a retry of these spans is decided afresh
             raise
+        result.superseded = appended.superseded
+        if appended.superseded_other_customer:  # attributed meanwhile: bill for that customer
+            again = [self.pricer.bill(row, customer) for row, customer in appended.superseded_other_customer]
+            result.superseded += self.ledger.append(AppendBatch(superseded=again)).superseded
+        if appended.superseded_exported:
+            log.warning(
+                "otel-aibill: %d calls were exported before a richer span of theirs arrived; their"
+                " bills stay as exported",
+                appended.superseded_exported,
+            )
         result.billed = appended.inserted
         result.duplicates = appended.duplicate_spans
         if appended.duplicate_responses:
@@ -303,6 +318,16 @@ class Pipeline:
             return self.pricer.price(merged), True
         customer = row.usage.customer
         return self.pricer.price(merged if customer is None else _with_customer(merged, customer)), settled
+
+    def _priced_supersede(self, merged: UsageRecord, names: dict[str, str]) -> PricedUsage:
+        """The merged record of a call stored earlier, priced for the customer its row has: its
+        own, else its trace's (stored, or named now)."""
+        if merged.customer is None:
+            trace_id = merged.trace_id
+            customer = self._trace_customers.get(trace_id) or names.get(trace_id)
+            if customer is not None:
+                merged = _with_customer(merged, customer)
+        return self.pricer.price(merged)
 
     def _attribute(self, pending: Sequence[LedgerRow], customers: dict[str, str]) -> int:
         updates = []

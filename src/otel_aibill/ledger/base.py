@@ -25,11 +25,15 @@ class AppendBatch:
     ``trace_customers`` maps trace ids to the customer some span of that trace named
     (first one wins, durable), so usage that arrived without a customer can be attributed later.
     ``not_billable`` counts spans that produced no usage, by reason.
+    ``superseded`` are better records of calls stored earlier (another span of the same call
+    brought more: ``samecall.py``), each naming the stored row by its start time, trace and span
+    id: they replace that row's usage, cost and bill (see ``Ledger.append``).
     """
 
     rows: Sequence[PricedUsage] = ()
     trace_customers: Mapping[str, str] = field(default_factory=dict)
     not_billable: Mapping[str, int] = field(default_factory=dict)
+    superseded: Sequence[PricedUsage] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,6 +42,11 @@ class AppendResult:
     duplicate_spans: int = 0  # same (trace_id, span_id) already stored: redelivery, a no-op
     duplicate_responses: int = 0  # a sibling span already billed the same response id
     new_trace_customers: tuple[str, ...] = ()  # trace ids whose customer became known now
+    superseded: int = 0  # stored rows replaced by a ``superseded`` record
+    superseded_exported: int = 0  # ``superseded`` records of rows already exported: left as they were
+    superseded_other_customer: tuple[tuple[PricedUsage, str], ...] = ()
+    """``superseded`` records of rows attributed to another customer than the record names, with
+    that customer: left as they were; bill them for it and supersede again."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,6 +122,10 @@ class Ledger(Protocol):
         bills the same response id as a stored span of its trace starting within about an hour
         is stored as that span's duplicate (kept for audit, never summed or exported). Duplicate
         counts are also added to ``not_billable_counts``. One bad row refuses the whole batch.
+
+        Each ``superseded`` record replaces, in the same transaction, the usage, cost, bill (and a
+        pending row's customer) of the stored row of its span, if that row is billed and not yet
+        exported; a row attributed to another customer is left alone and reported.
         """
         ...
 

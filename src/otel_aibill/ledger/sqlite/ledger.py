@@ -3,8 +3,9 @@
 A thin facade: input is checked before a transaction opens (``checks.py``, ``rows.py``), sibling
 and redelivery decisions are the backend-neutral ``siblings.py``, and each concern's SQL is a
 module of this package (``connection``, ``append``, ``siblings``, ``trace_customers``,
-``attribution``, ``summaries``, ``queries``, ``export``, ``customers``, ``not_billable``; the
-rollup in ``rollup``, ``folding``; schema in ``ledger/schema.py``, applied by ``migrate``).
+``attribution``, ``supersede``, ``summaries``, ``queries``, ``export``, ``customers``,
+``not_billable``; the rollup in ``rollup``, ``folding``; schema in ``ledger/schema.py``, applied
+by ``migrate``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from otel_aibill.ledger.sqlite.folding import FoldWorker
 from otel_aibill.ledger.sqlite.migrate import migrate, schema_version
 from otel_aibill.ledger.sqlite.siblings import stored_responses
 from otel_aibill.ledger.sqlite.stepper import Stepper
+from otel_aibill.ledger.sqlite.supersede import supersede
 from otel_aibill.ledger.summary import group_expressions
 from otel_aibill.ledger.url import SqliteOptions, parse_sqlite_url
 
@@ -110,7 +112,7 @@ class SqliteLedger:
         rows, responses, repeated = unique_spans(list(batch.rows), now)
         customers_of = checked_trace_customers(batch.trace_customers)
         counts = checked_counts(batch.not_billable)
-        if not rows and not customers_of and not counts:
+        if not rows and not customers_of and not counts and not batch.superseded:
             return AppendResult(duplicate_spans=repeated)
         taken: list[rollup.Fold] = []
         try:
@@ -122,11 +124,15 @@ class SqliteLedger:
                     changed, new_dims = self._inserter.insert(conn, rows, now, duplicate_of)
                 except (sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError) as exc:
                     raise diagnose(rows, exc) from exc
+                replaced = supersede(conn, self._inserter, batch.superseded, now, new_dims)
                 result = AppendResult(
                     inserted=changed - (marked - already),
                     duplicate_spans=repeated + len(rows) - changed,
                     duplicate_responses=marked - already,
                     new_trace_customers=trace_table.add(conn, customers_of, now),
+                    superseded=replaced.changed,
+                    superseded_exported=len(replaced.exported),
+                    superseded_other_customer=tuple(replaced.other_customer),
                 )
                 not_billable.add(
                     conn, now, not_billable_totals(counts, result.duplicate_spans, result.duplicate_responses)
