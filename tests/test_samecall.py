@@ -198,13 +198,35 @@ def test_forget_undoes_a_batch_whose_append_failed() -> None:
     assert again.kept == [1] and len(again.superseded) == 1
 
 
-def test_the_window_is_bounded_in_traces() -> None:
+def test_the_window_is_bounded() -> None:
     calls, counts = SameCalls(2), Counter[str]()
     for t in range(5):
         calls.decide([usage("lc", LANGCHAIN, trace=f"t{t}")], counts)
-    assert list(calls._window) == ["t3", "t4"]
+    assert [c.billed.trace_id for c in calls._calls] == ["t3", "t4"]
+    assert list(calls._traces) == ["t3", "t4"]
     # an evicted trace's second span is billed again: memory is bounded, by design
     assert calls.decide([usage("oa", OPENAI, trace="t0", start=5, end=95)], counts).kept == [0]
+
+
+def test_many_equal_calls_of_one_instrumentation_in_one_trace() -> None:
+    """A batch job: hundreds of equal calls in one trace, seen by two instrumentations, their spans
+    in end order. Each call is billed once; the comparisons a span costs stay bounded."""
+    first = [usage(f"a{i}", LANGCHAIN, start=10 * i, end=10 * i + 8) for i in range(300)]
+    second = [usage(f"b{i}", OPENAI, start=10 * i + 1, end=10 * i + 7) for i in range(300)]
+    calls, counts = SameCalls(1000), Counter[str]()
+    assert len(calls.decide(first + second, counts).kept) == 300 and counts == Counter(duplicate_call=300)
+    for call in calls._calls:  # evicted or forgotten, the indexes let go of them too
+        calls._drop_call(call)
+    assert (calls._traces, calls._by_span, calls._by_counts, calls._by_parent, calls._by_response) == (
+        {},
+        {},
+        {},
+        {},
+        {},
+    )
+    # in two requests, one per instrumentation: as long as fewer calls than MAX_CANDIDATES lie between
+    out, counts = billed([first[:60], second[:60]])
+    assert len(out) == 60 and counts == Counter(duplicate_call=60)
 
 
 def test_models_match_with_or_without_dates() -> None:

@@ -22,18 +22,19 @@ carries (:func:`merge`): the totals and parts of the richest span, parts only th
 (cache reads and writes, reasoning, audio), the most specific served model, the response id and
 the service tier. The result depends only on the set of spans, not on their order.
 
-Memory is a window of recent traces (bounded in traces and in calls per trace), evicted oldest
-first. When a span enriches a call stored by an earlier batch, the decision says so, so the stored
-row can be superseded; when an append fails, :meth:`SameCalls.forget` takes its spans back out so
-that a retry is decided afresh.
+Memory is a window of the most recent calls (bounded in number, evicted oldest first, like the
+pipeline's trace customers). When a span enriches a call stored by an earlier batch, the decision
+says so, so the stored row can be superseded; when an append fails, :meth:`SameCalls.forget`
+undoes what that batch changed, so that a retry is decided afresh.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter, OrderedDict
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from otel_aibill.records import replacer
 from otel_aibill.semconv.counts import Counts
@@ -42,8 +43,11 @@ from otel_aibill.usage import NotBillableReason, UsageRecord
 
 TOLERANCE_NS = 2_000_000
 """How far (2 ms) one span's start or end may lie outside the other's for one to be within it."""
-MAX_CALLS_PER_TRACE = 256
 MAX_SPANS_PER_CALL = 8
+MAX_CANDIDATES = 64
+"""A span is compared with at most this many of the most recent calls of each kind in its trace:
+spans of one call end close together (an exporter sends them in end order), and a trace of
+thousands of equal calls must not cost thousands of comparisons a span."""
 
 _DUPLICATE = NotBillableReason.DUPLICATE_CALL.value
 _PARTS = (
@@ -171,9 +175,10 @@ def merge(spans: Iterable[UsageRecord], identity: UsageRecord | None = None) -> 
 class _Call:
     """The spans of one call seen so far, and which one the ledger bills it under."""
 
-    __slots__ = ("billed", "merged", "spans")
+    __slots__ = ("billed", "indexed", "merged", "spans")
 
     def __init__(self, first: UsageRecord) -> None:
+        self.indexed = False  # a trace's only call is not indexed: it is compared directly
         self.spans = [first]
         self.billed = first  # whose ids the bill carries
         self.merged = first  # the bill: ``billed``'s ids, the best data of ``spans``
@@ -220,49 +225,63 @@ class Decision:
     duplicates: int = 0
 
 
-class SameCalls:
-    """The same-call rule over batches, with a bounded window of recent traces (see module doc)."""
+class _Seen:
+    """A trace in the window: how many of its calls are remembered, and the call itself while it is
+    the only one (not indexed: a trace of one call costs a dict entry)."""
 
-    def __init__(self, traces: int) -> None:
-        self._traces = traces
-        self._window: OrderedDict[str, list[_Call]] = OrderedDict()
+    __slots__ = ("calls", "only")
+
+    def __init__(self, only: _Call) -> None:
+        self.calls = 1
+        self.only: _Call | None = only
+
+
+class SameCalls:
+    """The same-call rule over batches, with a bounded window of recent calls (see module doc).
+
+    The calls are indexed by what a span of the same call must share with one of their spans, its
+    trace always: its span id (seen before), its response id, a parent/child link, or its provider
+    and totals under another scope; a span is compared only with those calls (the most recent
+    :data:`MAX_CANDIDATES` of each kind), so a trace of many equal calls costs no more. The oldest
+    calls are forgotten first once ``size`` are remembered.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._calls: deque[_Call] = deque()  # oldest first
+        self._traces: dict[str, _Seen] = {}
+        self._by_span: dict[tuple[str, str], _Call] = {}
+        self._by_response: dict[tuple[str, str], _Call] = {}
+        self._by_parent: dict[tuple[str, str], list[_Call]] = {}
+        self._by_counts: dict[tuple[str, str, int, int], dict[str, list[_Call]]] = {}  # -> scope -> calls
         # what the last ``decide`` changed, for ``forget``
-        self._created: list[tuple[str, _Call]] = []
-        self._grown: list[tuple[_Call, int, UsageRecord]] = []  # call, spans before, merged before
+        self._created: list[_Call] = []
+        self._grown: list[tuple[_Call, int, UsageRecord]] = []  # spans and merged before
 
     def decide(self, usages: Sequence[UsageRecord], counts: Counter[str]) -> Decision:
         """Group ``usages`` into calls (with the window's), count the repeats in ``counts``."""
-        window = self._window
         decision = Decision()
-        created: list[tuple[str, _Call]] = []
-        created_ids: set[int] = set()
+        kept = decision.kept
+        created: list[_Call] = []
+        created_at: dict[int, int] = {}  # id(new call) -> position of its first span
         grown: dict[int, tuple[_Call, int, UsageRecord]] = {}  # id(call) -> before this batch
-        position: dict[tuple[int, str], int] = {}  # (id(call), span id) -> position in the batch
+        joined: dict[int, dict[str, int]] = {}  # id(new call with several spans) -> span id -> position
         ends = [u.end_time_ns for u in usages]
         order = sorted(range(len(usages)), key=lambda i: (ends[i], usages[i].span_id))
         for i in order:
             u = usages[i]
-            trace_id = u.trace_id
-            calls = window.get(trace_id)
-            if calls is None:
-                calls = window[trace_id] = []
-                if len(window) > self._traces:
-                    window.popitem(last=False)
-            elif calls:
-                window.move_to_end(trace_id)
-            call = _find(calls, u)
+            call = self._find(u)
             if call is None:
                 call = _Call(u)
-                calls.append(call)
-                if len(calls) > MAX_CALLS_PER_TRACE:
-                    del calls[0]
-                created.append((trace_id, call))
-                created_ids.add(id(call))
-                position[id(call), u.span_id] = i
+                self._add(call)
+                created.append(call)
+                created_at[id(call)] = i
+                kept.append(i)  # a call of one span so far: billed as it is
                 continue
-            if any(s.span_id == u.span_id for s in call.spans):  # seen before: decided the same way
-                if call.billed.span_id == u.span_id and id(call) not in created_ids:
-                    decision.kept.append(i)  # on to the ledger, which counts the span twice
+            if any(s.span_id == u.span_id for s in call.spans):
+                # seen before: decided the same way
+                if call.billed.span_id == u.span_id and id(call) not in created_at:
+                    kept.append(i)  # on to the ledger, which counts the span twice
                     if call.merged is not call.billed:
                         decision.merged[i] = call.merged
                 else:
@@ -271,24 +290,35 @@ class SameCalls:
             decision.duplicates += 1
             if len(call.spans) >= MAX_SPANS_PER_CALL:
                 continue
-            if id(call) not in created_ids and id(call) not in grown:
+            if id(call) in created_at:
+                positions = joined.get(id(call))
+                if positions is None:
+                    positions = joined[id(call)] = {call.spans[0].span_id: created_at[id(call)]}
+                positions[u.span_id] = i
+            elif id(call) not in grown:
                 grown[id(call)] = (call, len(call.spans), call.merged)
             call.spans.append(u)
-            position[id(call), u.span_id] = i
-        for _, call in created:
-            merged = merge(call.spans)
-            call.billed = next(s for s in call.spans if s.span_id == merged.span_id)
-            call.merged = call.billed if merged == call.billed else merged
-            pos = position[id(call), call.billed.span_id]
-            decision.kept.append(pos)
-            if call.merged is not call.billed:
-                decision.merged[pos] = call.merged
+            if call.indexed:
+                self._index(call, u)
+        if joined:  # new calls of several spans: billed once, as their merge, under the richest
+            calls = {id(call): call for call in created}
+            bills = set(kept)
+            for key, positions in joined.items():
+                call = calls[key]
+                merged = merge(call.spans)
+                call.billed = next(s for s in call.spans if s.span_id == merged.span_id)
+                call.merged = call.billed if merged == call.billed else merged
+                bills.difference_update(positions.values())
+                pos = positions[call.billed.span_id]
+                bills.add(pos)
+                if call.merged is not call.billed:
+                    decision.merged[pos] = call.merged
+            kept[:] = sorted(bills, key=lambda i: (ends[i], usages[i].span_id))
         for call, _, before in grown.values():
             merged = merge(call.spans, call.billed)
             if merged != before:
                 decision.superseded.append(merged)
                 call.merged = merged
-        decision.kept.sort(key=lambda i: (ends[i], usages[i].span_id))
         if decision.duplicates:
             counts[_DUPLICATE] += decision.duplicates
         self._created, self._grown = created, list(grown.values())
@@ -298,23 +328,171 @@ class SameCalls:
         """Undo the last ``decide`` (its batch's append failed), so that a retry of those spans
         is decided as if they had never been seen."""
         for call, spans_before, merged_before in self._grown:
+            gone = call.spans[spans_before:]
             del call.spans[spans_before:]
+            if call.indexed:
+                self._unindex(call, gone)
             call.merged = merged_before
-        for trace_id, call in self._created:
-            calls = self._window.get(trace_id)
-            if calls is not None:
-                calls[:] = [c for c in calls if c is not call]
+        for call in reversed(self._created):
+            try:
+                self._calls.remove(call)  # by identity: calls define no equality
+            except ValueError:
+                continue  # already evicted
+            self._drop_call(call)
         self._created, self._grown = [], []
 
-
-def _find(calls: list[_Call], u: UsageRecord) -> _Call | None:
-    """The call ``u`` belongs to: the one holding its span id, else the best match, else None."""
-    best: _Call | None = None
-    best_key: tuple[int, int] | None = None
-    for call in calls:
-        if any(s.span_id == u.span_id for s in call.spans):
+    def _find(self, u: UsageRecord) -> _Call | None:
+        """The call ``u`` belongs to: the one holding its span id, else the best match, else None."""
+        trace_id = u.trace_id
+        entry = self._traces.get(trace_id)
+        if entry is None:
+            return None  # a trace not seen (recently): nothing to compare with
+        only = entry.only
+        if only is not None:  # the trace's one call so far
+            if any(s.span_id == u.span_id for s in only.spans):
+                return only
+            return only if only.match(u) is not None else None
+        call = self._by_span.get((trace_id, u.span_id))
+        if call is not None:
             return call
-        key = call.match(u)
-        if key is not None and (best_key is None or key < best_key):
-            best, best_key = call, key
-    return best
+        candidates: list[_Call] = []
+        if u.response_id is not None and (same := self._by_response.get((trace_id, u.response_id))):
+            candidates.append(same)
+        if u.parent_span_id is not None and (parent := self._by_span.get((trace_id, u.parent_span_id))):
+            candidates.append(parent)
+        children = self._by_parent.get((trace_id, u.span_id))
+        if children:
+            candidates += children[-MAX_CANDIDATES:]
+        scopes = self._by_counts.get((trace_id, u.provider, u.input_tokens, u.output_tokens))
+        if scopes:
+            for scope, calls in scopes.items():
+                if scope != u.scope_name:
+                    candidates += calls[-MAX_CANDIDATES:]
+        if not candidates:
+            return None
+        best: _Call | None = None
+        best_key: tuple[int, int] | None = None
+        for call in candidates:
+            key = call.match(u)
+            if key is not None and (best_key is None or key < best_key):
+                best, best_key = call, key
+        return best
+
+    def _add(self, call: _Call) -> None:
+        self._calls.append(call)
+        trace_id = call.spans[0].trace_id
+        entry = self._traces.get(trace_id)
+        if entry is None:
+            self._traces[trace_id] = _Seen(call)
+        else:
+            only = entry.only
+            if only is not None:  # a second call: index both from now on
+                entry.only = None
+                self._index_all(only)
+            entry.calls += 1
+            self._index_all(call)
+        if len(self._calls) > self._size:
+            self._drop_call(self._calls.popleft())
+
+    def _index_all(self, call: _Call) -> None:
+        call.indexed = True
+        for u in call.spans:
+            self._index(call, u)
+
+    def _drop_call(self, call: _Call) -> None:
+        """Forget ``call`` (already out of ``_calls``)."""
+        trace_id = call.spans[0].trace_id
+        entry = self._traces.get(trace_id)
+        if entry is None:
+            return
+        if call.indexed:
+            self._unindex(call, call.spans, keep=())
+        entry.calls -= 1
+        if entry.calls <= 0:
+            del self._traces[trace_id]
+        elif entry.only is call:
+            entry.only = None
+
+    def _index(self, call: _Call, u: UsageRecord) -> None:
+        trace_id = u.trace_id
+        self._by_span[trace_id, u.span_id] = call
+        rid = u.response_id
+        if rid is not None:
+            self._by_response.setdefault((trace_id, rid), call)
+        parent = u.parent_span_id
+        if parent is not None:
+            children = self._by_parent.get((trace_id, parent))
+            if children is None:
+                self._by_parent[trace_id, parent] = [call]
+            elif children[-1] is not call:
+                children.append(call)
+        key = (trace_id, u.provider, u.input_tokens, u.output_tokens)
+        scopes = self._by_counts.get(key)
+        if scopes is None:
+            self._by_counts[key] = {u.scope_name: [call]}
+        elif (same := scopes.get(u.scope_name)) is None:
+            scopes[u.scope_name] = [call]
+        elif same[-1] is not call:
+            same.append(call)
+
+    def _unindex(
+        self, call: _Call, gone: Sequence[UsageRecord], keep: Sequence[UsageRecord] | None = None
+    ) -> None:
+        """Forget spans ``gone`` of ``call``; ``keep``: the spans it still has (by default its
+        ``spans``), whose entries stay."""
+        rest = call.spans if keep is None else keep
+        if not rest:
+            self._unindex_all(gone, call)
+            return
+        for u in gone:
+            trace_id = u.trace_id
+            if self._by_span.get((trace_id, u.span_id)) is call:
+                del self._by_span[trace_id, u.span_id]
+            rid = u.response_id
+            if (
+                rid is not None
+                and self._by_response.get((trace_id, rid)) is call
+                and all(s.response_id != rid for s in rest)
+            ):
+                del self._by_response[trace_id, rid]
+            parent = u.parent_span_id
+            if parent is not None and all(s.parent_span_id != parent for s in rest):
+                _drop(self._by_parent, (trace_id, parent), call)
+            key = (trace_id, u.provider, u.input_tokens, u.output_tokens)
+            scope = u.scope_name
+            if all(
+                (s.provider, s.input_tokens, s.output_tokens, s.scope_name) != (*key[1:], scope) for s in rest
+            ):
+                scopes = self._by_counts.get(key)
+                if scopes is not None:
+                    _drop(scopes, scope, call)
+                    if not scopes:
+                        del self._by_counts[key]
+
+    def _unindex_all(self, spans: Sequence[UsageRecord], call: _Call) -> None:
+        """``_unindex`` of every span of a call that keeps none."""
+        for u in spans:
+            trace_id = u.trace_id
+            if self._by_span.get((trace_id, u.span_id)) is call:
+                del self._by_span[trace_id, u.span_id]
+            if u.response_id is not None and self._by_response.get((trace_id, u.response_id)) is call:
+                del self._by_response[trace_id, u.response_id]
+            if u.parent_span_id is not None:
+                _drop(self._by_parent, (trace_id, u.parent_span_id), call)
+            key = (trace_id, u.provider, u.input_tokens, u.output_tokens)
+            scopes = self._by_counts.get(key)
+            if scopes is not None:
+                _drop(scopes, u.scope_name, call)
+                if not scopes:
+                    del self._by_counts[key]
+
+
+def _drop(index: dict[Any, list[_Call]], key: Any, call: _Call) -> None:
+    calls = index.get(key)
+    if calls is not None:
+        if calls[0] is call and (len(calls) == 1 or calls[1] is not call):
+            del calls[0]  # the oldest call, evicted: the common case
+        else:
+            calls[:] = [c for c in calls if c is not call]
+        if not calls:
+            del index[key]
