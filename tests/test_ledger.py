@@ -1,11 +1,11 @@
 """Ledger behaviour on every backend: round trip, dedupe, attribution, summaries, export, bad input.
 
-The tests taking ``ledger`` run once per backend (``ledger_url``); the others are SQLite's own.
+The tests taking ``ledger`` run once per backend (``ledger_url``); SQLite's own are in
+``test_sqlite_*.py``.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +19,6 @@ from otel_aibill.ledger import (
     Attribution,
     InvalidRowError,
     Ledger,
-    SqliteLedger,
     UsageQuery,
     open_ledger,
 )
@@ -31,13 +30,6 @@ from test_ledger_support import HOUR, T0, priced, span_id, trace_id, usage
 @pytest.fixture
 def ledger(ledger_url: str) -> Iterator[Ledger]:
     led = open_ledger(ledger_url)
-    yield led
-    led.close()
-
-
-@pytest.fixture
-def sqlite_ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
-    led = SqliteLedger(f"sqlite:///{tmp_path}/ledger.db")
     yield led
     led.close()
 
@@ -69,14 +61,6 @@ def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ):
         with pytest.raises(ValueError):
             open_ledger(bad)
-
-
-@pytest.mark.parametrize(("query", "level"), [("", 2), ("?synchronous=normal", 1)])
-def test_wal_and_synchronous(tmp_path: Path, query: str, level: int) -> None:
-    led = SqliteLedger(f"sqlite:///{tmp_path}/s.db{query}")
-    assert led._writer.execute("PRAGMA synchronous").fetchone()[0] == level
-    assert led._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    led.close()
 
 
 def test_round_trip_keeps_every_field(ledger: Ledger) -> None:
@@ -388,19 +372,6 @@ def test_bad_amount_refuses_the_batch(ledger: Ledger, amount: object, message: s
     with pytest.raises(InvalidRowError, match=f"{field} {message}"):
         ledger.append(AppendBatch(rows=[row, broken]))
     assert ledger.rows() == []
-
-
-def test_failure_inside_the_transaction_rolls_back(sqlite_ledger: SqliteLedger) -> None:
-    ledger = sqlite_ledger
-    ledger._writer.execute(
-        "CREATE TRIGGER refuse AFTER INSERT ON trace_customers_recent"
-        " BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-    )
-    with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
-        ledger.append(AppendBatch(rows=[priced()], trace_customers={"t": "c"}))
-    assert ledger.rows() == []
-    ledger._writer.execute("DROP TRIGGER refuse")
-    assert ledger.append(AppendBatch(rows=[priced()])).inserted == 1
 
 
 def test_closed_ledger_refuses_use(ledger: Ledger) -> None:

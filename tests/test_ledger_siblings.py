@@ -1,9 +1,11 @@
-"""Sibling-response dedupe at receiver shape: every row has a response id, a few are siblings."""
+"""Sibling-response dedupe at receiver shape: every row has a response id, a few are siblings.
+
+The tests taking ``ledger`` run once per backend; the rule over random batches on SQLite in memory.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +18,8 @@ from test_ledger_support import T0, priced, trace_id, unique_responses
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = open_ledger(f"sqlite:///{tmp_path}/ledger.db")
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    led = open_ledger(ledger_url)
     yield led
     led.close()
 
