@@ -106,3 +106,36 @@ def test_inprocess_example_bills_both_customers(finished: dict[str, tuple[str, s
         ledger.close()
     assert sorted(r.priced.usage.customer or "" for r in rows) == ["acme", "globex"]
     assert all(r.priced.cost is not None and r.priced.cost > 0 for r in rows)
+
+
+def test_demo_lists_the_stripe_meter_events_of_every_customer(
+    finished: dict[str, tuple[str, str, int]],
+) -> None:
+    """The dry run at the end of the demo: one line per meter event, for every demo customer, whose
+    values add up to the customer's billed total in micro-units (floored, as the export carries
+    the rest); then where to look next."""
+    import re
+    from decimal import ROUND_FLOOR
+
+    from otel_aibill.ledger import open_ledger
+    from otel_aibill.ledger.base import UsageQuery
+
+    db, output, code = finished["demo"]
+    assert code == 0, output[-4000:]
+    sent: dict[str, int] = {}
+    for line in output.splitlines():
+        m = re.search(r"│ (\w+)\s+│ cus_demo_(\w+)\s+│ aibill_cost\s+│.*│\s+([\d,]+) │$", line)
+        if m:
+            assert m.group(1) == m.group(2)
+            sent[m.group(2)] = sent.get(m.group(2), 0) + int(m.group(3).replace(",", ""))
+    ledger = open_ledger(db)
+    try:
+        billed = {s.key["customer"]: s.billed for s in ledger.usage_summary(UsageQuery(by=("customer",)))}
+    finally:
+        ledger.close()
+    assert set(sent) == set(CUSTOMERS)
+    for customer in CUSTOMERS:
+        micro = billed[customer].scaleb(6).to_integral_value(rounding=ROUND_FLOOR)
+        assert sent[customer] == int(micro) > 0
+        assert f"{customer} → cus_demo_{customer}:" in output
+    assert "Next:" in output and "stripe export --once" in output and "--stripe-mode tokens" in output

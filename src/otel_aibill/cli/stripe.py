@@ -96,8 +96,10 @@ def export(
             stop.set()
         return
     report = exporter.run_once()
+    held_now = exporter.held_counts()
     if as_json:
         out = {k: getattr(report, k) for k in report.__dataclass_fields__}
+        out["held_total"] = held_now  # what `stripe held` lists; "held" is what this run held back
         console.print_json(json.dumps(out, default=str))
         return
     if report.dry_run:
@@ -118,8 +120,7 @@ def export(
             f"  sent {report.events_sent}  already in Stripe {report.events_already_in_stripe}"
             f"  requests {report.requests}  pending {report.pending}  review {report.review}"
         )
-    for reason, n in sorted(report.held.items()):
-        console.print(f"[yellow]held[/yellow] {n} rows: {escape(visible(reason))}")
+    _print_held(held_now)
     for err in report.errors:
         console.print(f"[red]{escape(visible(str(err)))}[/red]")
 
@@ -156,8 +157,7 @@ def reconcile(
             "ok" if ln.ok else "MISMATCH",
         )
     console.print(table)
-    for reason, count in _held_counts(store).items():
-        console.print(f"[yellow]held[/yellow] {count} rows: {escape(visible(reason))}")
+    _print_held(_held_now(ledger, store, cfg, sc))
     for err in store.webhook_errors():
         reported = visible(f"{err.type} {err.code} {err.identifier}: {err.message}")
         console.print(f"[red]stripe reported[/red] {escape(reported)}")
@@ -165,11 +165,17 @@ def reconcile(
         raise typer.Exit(1)
 
 
-def _held_counts(store: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in store.held():
-        counts[item.reason] = counts.get(item.reason, 0) + 1
-    return counts
+def _held_now(ledger: Any, store: Any, cfg: Config, sc: StripeConfig) -> dict[str, int]:
+    from otel_aibill.stripe.exporter import StripeExporter
+
+    return StripeExporter(ledger, store, cfg, None, stripe_settings=sc).held_counts()
+
+
+def _print_held(counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        console.print(f"[yellow]held[/yellow] {n:,} rows: {escape(visible(reason))}")
+    if counts:
+        console.print("held usage is kept and listed by `otel-aibill stripe held`")
 
 
 @stripe_app.command("models")
@@ -225,14 +231,17 @@ def held(
         ),
     ] = None,
 ) -> None:
-    """Usage held back from Stripe (no mapping, rejected customer, too old, ...), by reason."""
+    """Usage held back from Stripe (no mapping, rejected customer, too old, ...), by reason:
+    held rows, and rows not exported yet that an export would hold."""
+    cfg, sc = _settings(ctx)
     ledger, store = _open(ctx)
     try:
         if release_rejected:
             n = store.clear_rejections(None if release_rejected == "all" else release_rejected)
             console.print(f"released {n} rejected customer(s)")
-        table = Table("reason", "rows")
-        for reason, n in sorted(_held_counts(store).items()):
+        table = Table("reason")
+        table.add_column("rows", justify="right")
+        for reason, n in _held_now(ledger, store, cfg, sc).items():
             table.add_row(cell(reason), f"{n:,}")
         console.print(table)
     finally:

@@ -129,15 +129,36 @@ def bill_demo_calls(db_url: str, config: Config | None = None, *, calls: int = 3
     return DemoResult(made, summary)
 
 
-def run_demo(db_url: str, config: Config | None = None, *, calls: int = 3) -> None:
-    """Bill the demo calls, then print the usage table for the whole ledger."""
+def run_demo(db_url: str, config: Config | None = None, *, calls: int = 3, stripe_mode: str = "cost") -> None:
+    """Bill the demo calls, print the usage table for the whole ledger, then the Stripe meter events
+    that usage would become (dry run) and where to look next."""
+    config = config or Config()
     console = wide_console()
     with console.status("calling the fake OpenAI and Anthropic APIs through the real SDKs..."):
         result = bill_demo_calls(db_url, config, calls=calls)
     render_usage_table(summary_dicts(result.summary, BY), BY, console)
-    markup = "" if (config and config.pricing.markup) else f" (markup: {DEMO_MARKUP.percent}% over cost)"
+    markup = "" if config.pricing.markup else f" (markup: {DEMO_MARKUP.percent}% over cost)"
     console.print(
         f"{result.calls} LLM calls for {len(CUSTOMERS)} customers ({', '.join(CUSTOMERS)}) "
         f"billed into {db_url}{markup}.\n"
-        f"Next: otel-aibill --db {db_url} usage --by customer,model --format json"
+    )
+    try:
+        from otel_aibill.demo.stripe_view import dry_run, render
+    except ImportError as exc:  # the stripe extra is missing
+        console.print(f"(no Stripe dry run: {exc}; pip install 'otel-aibill[stripe]')")
+    else:
+        render(
+            dry_run(db_url, config.model_copy(update={"db": db_url}), stripe_mode, CUSTOMERS),
+            config,
+            stripe_mode,
+            console,
+        )
+    cli = f"otel-aibill --db {db_url}"
+    other = "cost" if stripe_mode == "tokens" else "tokens"
+    console.print(
+        "\nNext:\n"
+        f"  {cli} usage --by customer,model --format json    the same usage, for programs\n"
+        f"  {cli} demo --stripe-mode {other}    the same demo, Stripe events in {other} mode\n"
+        f"  {cli} stripe export --once    the export itself (sends once STRIPE_API_KEY is set)\n"
+        f"  {cli} serve    receive OTLP from your own apps; http://127.0.0.1:8318/ lists what it serves"
     )

@@ -418,6 +418,27 @@ class StripeExporter:
                 self._record(part, result, report)
         report.requests += sender.requests - before
 
+    # -- what is held -----------------------------------------------------------------------
+
+    def held_counts(self) -> dict[str, int]:
+        """Every ledger row held back from Stripe now, by reason: the held rows the store keeps,
+        plus the rows not yet exported that a run would hold (a dry run does not store those).
+        The one count ``stripe export`` and ``stripe held`` both show."""
+        counts: dict[str, int] = {}
+        for held in self.store.held():
+            counts[held.reason] = counts.get(held.reason, 0) + 1
+        now = self._now()
+        mapping = customer_map(self.ledger, self.config)
+        rejected = self.store.rejected_customers()
+        page = self.ledger.exportable(self.sc.batch_rows)
+        known = self.store.known_seqs([r.seq for r in page])
+        for lrow in page:
+            if lrow.seq not in known:
+                item = self._classify(_export_row(lrow), mapping, rejected, now)
+                if isinstance(item, HeldRow):
+                    counts[item.reason] = counts.get(item.reason, 0) + 1
+        return dict(sorted(counts.items()))
+
     # -- dry run ----------------------------------------------------------------------------
 
     def _dry_run(self) -> ExportReport:

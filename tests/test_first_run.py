@@ -1,0 +1,103 @@
+"""What a new user meets first: the commands' messages, help and output on a first run."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fakestripe import API_KEY, FakeStripe
+from fakestripe.support import open_test_ledger, priced
+from otel_aibill.config import Config
+from otel_aibill.ledger.base import AppendBatch
+
+
+def _app() -> Any:
+    from otel_aibill.cli import app
+
+    return app
+
+
+def _held_table(output: str) -> dict[str, int]:
+    return {m[1]: int(m[2].replace(",", "")) for m in re.finditer(r"│ (\w+)\s+│\s+([\d,]+) +│", output)}
+
+
+def test_export_and_held_count_the_same_held_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dry run or not, what ``stripe export`` reports as held is what ``stripe held`` lists."""
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[customers]\nacme = "cus_acme"\n', encoding="utf-8")
+    hour = int(datetime.now(UTC).timestamp()) // 3600 * 3600 - 3600
+    ledger = open_test_ledger(db)
+    rows = [priced(i, "acme" if i % 4 == 0 else "nomap", hour + i, "0.01") for i in range(1, 13)]
+    rows.append(priced(13, None, hour, "0.01"))  # pending attribution: neither exported nor held
+    ledger.append(AppendBatch(rows=rows))
+    ledger.close()
+    runner, base = CliRunner(), ["--db", db, "--config", str(cfg), "stripe"]
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+
+    dry = runner.invoke(_app(), [*base, "export", "--once"])
+    assert dry.exit_code == 0, dry.output
+    assert "held 9 rows: no_stripe_mapping" in dry.output
+    listed = runner.invoke(_app(), [*base, "held"])
+    assert _held_table(listed.output) == {"no_stripe_mapping": 9}  # pending usage is not held yet
+    as_json = json.loads(runner.invoke(_app(), [*base, "export", "--once", "--json"]).output)
+    assert as_json["held_total"] == _held_table(listed.output)
+
+    with FakeStripe() as fake:
+        fake.add_customer("cus_acme")
+        monkeypatch.setenv("STRIPE_API_KEY", API_KEY)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_API_BASE", fake.api_base)
+        monkeypatch.setenv("OTEL_AIBILL_STRIPE_METER_EVENTS_BASE", fake.meter_events_base)
+        assert runner.invoke(_app(), [*base, "setup"]).exit_code == 0
+        sent = runner.invoke(_app(), [*base, "export", "--once"])
+        assert sent.exit_code == 0, sent.output
+        assert "held 9 rows: no_stripe_mapping" in sent.output
+        again = runner.invoke(_app(), [*base, "export", "--once"])  # nothing new: still held
+        assert "held 9 rows: no_stripe_mapping" in again.output
+        assert _held_table(runner.invoke(_app(), [*base, "held"]).output) == as_json["held_total"]
+
+
+def test_demo_dry_run_in_tokens_mode_adds_up_to_the_tokens(tmp_path: Path) -> None:
+    from otel_aibill.demo.stripe_view import dry_run
+
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    now = int(datetime.now(UTC).timestamp())
+    ledger = open_test_ledger(db)
+    ledger.append(
+        AppendBatch(
+            rows=[
+                priced(1, "acme", now - 60, "0.5", model="gpt-4o-mini-2024-07-18", cache_read=40),
+                priced(
+                    2,
+                    "acme",
+                    now - 60,
+                    "0.25",
+                    provider="anthropic",
+                    model="claude-sonnet-4-6",
+                    input_tokens=500,
+                    cache_write=300,
+                ),
+                priced(3, "globex", now - 30, "1"),
+            ]
+        )
+    )
+    ledger.close()
+    run = dry_run(db, Config(db=db), "tokens", ("acme", "globex"))
+    totals = {t.customer: t for t in run.totals}
+    assert {c: (t.stripe_customer, t.units) for c, t in totals.items()} == {
+        "acme": ("cus_demo_acme", 120 + 520),
+        "globex": ("cus_demo_globex", 120),
+    }
+    assert all(t.units == t.source for t in run.totals)
+    models = {e["payload"]["model"] for e in run.report.dry_run_events}
+    assert models == {"openai/gpt-4o-mini", "anthropic/claude-sonnet-4.6", "openai/gpt-4o"}
+    cost = dry_run(db, Config(db=db), "cost", ("acme", "globex"))
+    assert {t.customer: t.units for t in cost.totals} == {"acme": 750_000, "globex": 1_000_000}
+    assert {t.customer: t.source for t in cost.totals} == {"acme": Decimal("0.75"), "globex": Decimal(1)}
