@@ -101,3 +101,33 @@ def test_demo_dry_run_in_tokens_mode_adds_up_to_the_tokens(tmp_path: Path) -> No
     cost = dry_run(db, Config(db=db), "cost", ("acme", "globex"))
     assert {t.customer: t.units for t in cost.totals} == {"acme": 750_000, "globex": 1_000_000}
     assert {t.customer: t.source for t in cost.totals} == {"acme": Decimal("0.75"), "globex": Decimal(1)}
+
+
+def test_the_address_serve_prints_answers_with_what_is_served(tmp_path: Path) -> None:
+    import httpx
+
+    from test_receiver_server import Server
+
+    srv = Server(tmp_path)
+    try:
+        page = httpx.get(f"{srv.ui}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for needle in (
+            'href="/healthz"',
+            'href="/metrics"',
+            f":{srv.http_port}/v1/traces",
+            f":{srv.grpc_port}",
+        ):
+            assert needle in page.text
+        listed = httpx.get(f"{srv.ui}/", headers={"accept": "application/json"}).json()
+        paths = {r["path"]: r for r in listed["routes"]}
+        assert set(paths) == {"/", "/healthz", "/metrics"}
+        assert all(r["about"] for r in listed["routes"])
+        assert (
+            listed["otlp"]["OTLP/HTTP"]
+            == f"POST http://127.0.0.1:{srv.http_port}/v1/traces (protobuf or JSON)"
+        )
+        for path in paths:  # every listed page answers
+            assert httpx.get(f"{srv.ui}{path}").status_code == 200
+    finally:
+        assert srv.stop() == 0

@@ -69,10 +69,21 @@ class Receiver:
             commit_delay_s=settings.commit_delay_ms / 1000,
         )
         self.ingestor = Ingestor(self.committer, self.metrics, ByteBudget(settings.max_inflight_bytes))
-        self.ops_app = build_ops_app(self.metrics, self._health, ui_routes)
+        self.ops_app = build_ops_app(self.metrics, self._health, ui_routes, self._endpoints)
         self.ports: dict[str, int] = {}
         self._state = "starting"
         self._on_ready = on_ready
+
+    def _endpoints(self) -> dict[str, str]:
+        """Where the OTLP receivers listen, once they do."""
+        if not self.ports:
+            return {}
+        host, scheme = self.settings.host, "https" if self.settings.tls_cert else "http"
+        where = f"[{host}]" if ":" in host else host
+        return {
+            "OTLP/gRPC": f"{where}:{self.ports['grpc']} (TraceService/Export)",
+            "OTLP/HTTP": f"POST {scheme}://{where}:{self.ports['http']}/v1/traces (protobuf or JSON)",
+        }
 
     def _health(self) -> dict[str, Any]:
         return {

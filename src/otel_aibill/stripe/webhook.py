@@ -155,6 +155,7 @@ def webhook_route(
     every bad delivery is a 400 with a one-line reason."""
 
     async def endpoint(request: Request) -> JSONResponse:
+        """Stripe's meter error reports (thin events), signature checked."""
         try:
             header = _checked_header(request.headers.get("stripe-signature"), clock())
             text, thin = _thin_event(await _bounded_body(request), header, secret)
