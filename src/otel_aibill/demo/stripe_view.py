@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from otel_aibill.config import Config
+from otel_aibill.display import cell, visible
 from otel_aibill.ledger.base import Ledger, UsageQuery
 from otel_aibill.report import decimal_text
 
@@ -115,9 +116,9 @@ def render(run: DryRun, config: Config, mode: str, console: Console) -> None:
         stripe_id = payload[sc.customer_payload_key]
         dims = {k: v for k, v in payload.items() if k not in (sc.customer_payload_key, sc.value_payload_key)}
         when = datetime.fromtimestamp(ev["timestamp"], UTC).strftime("%Y-%m-%d %H:00")
-        cells = [escape(names.get(stripe_id, "")), escape(stripe_id), escape(ev["event_name"]), when]
+        cells: list[Any] = [cell(names.get(stripe_id, "")), cell(stripe_id), cell(ev["event_name"]), when]
         if mode == "tokens":
-            cells.insert(3, escape(" ".join(f"{k}={v}" for k, v in dims.items())))
+            cells.insert(3, cell(" ".join(f"{k}={v}" for k, v in dims.items())))
         table.add_row(*cells, f"{int(ev['value']):,}")
     console.print(table)
     currency = currency_of(config, sc)
@@ -129,6 +130,7 @@ def render(run: DryRun, config: Config, mode: str, console: Console) -> None:
         else:
             said, source = f"{t.units:,} tokens", f"{int(t.source):,} tokens in the ledger"
         events = f"{t.events} event{'' if t.events == 1 else 's'}"
-        console.print(f"{escape(t.customer)} → {escape(t.stripe_customer)}: {events}, {said} ({source})")
+        who = f"{visible(t.customer)} → {visible(t.stripe_customer)}"
+        console.print(f"{escape(who)}: {events}, {said} ({source})")
     for reason, n in run.held.items():
-        console.print(f"[yellow]held[/yellow] {n:,} rows: {reason}")
+        console.print(f"[yellow]held[/yellow] {n:,} rows: {escape(visible(reason))}")
