@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from otel_aibill.ledger import open_ledger
-from otel_aibill.ledger.base import AppendBatch, UsageQuery
+from otel_aibill.ledger.base import AppendBatch, Ledger, UsageQuery
 from otel_aibill.ledger.sqlite import SqliteLedger, rollup
 from otel_aibill.usage import PricedUsage, PriceStatus, UsageRecord
 
@@ -41,19 +41,28 @@ def row(span: str, *, cached: int = 0, customer: str | None = "acme", cost: str 
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    """Each backend (the SQLite one folding its rollup inline)."""
+    url = f"{ledger_url}?rollup_fold=inline" if ledger_url.startswith("sqlite") else ledger_url
+    opened = open_ledger(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
     opened = open_ledger(f"sqlite:///{tmp_path / 'supersede.db'}?rollup_fold=inline")
     assert isinstance(opened, SqliteLedger)
     yield opened
     opened.close()
 
 
-def totals(ledger: SqliteLedger) -> tuple[int, int, Decimal, Decimal]:
+def totals(ledger: Ledger) -> tuple[int, int, Decimal, Decimal]:
     (s,) = ledger.usage_summary(UsageQuery(by=("customer",)))
     return s.spans, s.cache_read_tokens, s.cost, s.billed
 
 
-def test_an_unexported_bill_is_replaced_in_place(ledger: SqliteLedger) -> None:
+def test_an_unexported_bill_is_replaced_in_place(ledger: Ledger) -> None:
     ledger.append(AppendBatch(rows=[row("0000000000000001")]))
     richer = row("0000000000000001", cached=1024, cost="0.0060")
     richer = replace(
@@ -66,7 +75,7 @@ def test_an_unexported_bill_is_replaced_in_place(ledger: SqliteLedger) -> None:
     assert totals(ledger) == (1, 1024, Decimal("0.0060"), Decimal("0.0120"))
 
 
-def test_a_pending_bill_takes_the_customer_of_the_richer_record(ledger: SqliteLedger) -> None:
+def test_a_pending_bill_takes_the_customer_of_the_richer_record(ledger: Ledger) -> None:
     ledger.append(AppendBatch(rows=[row("0000000000000001", customer=None)]))
     ledger.append(AppendBatch(superseded=[row("0000000000000001", cached=1024, cost="0.0060")]))
     (stored,) = ledger.rows()
@@ -74,7 +83,10 @@ def test_a_pending_bill_takes_the_customer_of_the_richer_record(ledger: SqliteLe
     assert ledger.pending_attribution() == []
 
 
-def test_a_folded_row_moves_in_the_rollup(ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folded_row_moves_in_the_rollup(
+    sqlite_ledger: SqliteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = sqlite_ledger
     monkeypatch.setattr(rollup, "FOLD_EVERY", 1)
     ledger.append(AppendBatch(rows=[row("0000000000000001")]))
     ledger.append(
@@ -91,7 +103,7 @@ def test_a_folded_row_moves_in_the_rollup(ledger: SqliteLedger, monkeypatch: pyt
     assert totals(ledger) == (2, 1024, Decimal("0.0160"), Decimal("0.0320"))
 
 
-def test_exported_or_otherwise_attributed_bills_are_left_alone(ledger: SqliteLedger) -> None:
+def test_exported_or_otherwise_attributed_bills_are_left_alone(ledger: Ledger) -> None:
     ledger.append(AppendBatch(rows=[row("0000000000000001"), row("0000000000000002", customer="globex")]))
     (exported,) = [r for r in ledger.exportable() if r.priced.usage.span_id.endswith("1")]
     ledger.assign_export_batch([exported.seq], "batch-1")
@@ -104,6 +116,17 @@ def test_exported_or_otherwise_attributed_bills_are_left_alone(ledger: SqliteLed
     assert {r.priced.usage.cache_read_tokens for r in ledger.rows()} == {0}
 
 
-def test_a_record_of_no_stored_span_changes_nothing(ledger: SqliteLedger) -> None:
+def test_a_record_of_no_stored_span_changes_nothing(ledger: Ledger) -> None:
     assert ledger.append(AppendBatch(superseded=[row("0000000000000009")])).superseded == 0
     assert ledger.rows() == []
+
+
+def test_a_sibling_duplicate_row_is_not_superseded(ledger: Ledger) -> None:
+    first = row("0000000000000001")
+    first = replace(first, usage=replace(first.usage, response_id="r1"))
+    second = replace(first, usage=replace(first.usage, span_id="0000000000000002"))
+    assert ledger.append(AppendBatch(rows=[first])).inserted == 1
+    assert ledger.append(AppendBatch(rows=[second])).duplicate_responses == 1
+    richer = replace(second, usage=replace(second.usage, cache_read_tokens=1024), cost=Decimal("0.0060"))
+    assert ledger.append(AppendBatch(superseded=[richer])).superseded == 0
+    assert [r.priced.usage.cache_read_tokens for r in ledger.rows()] == [0]

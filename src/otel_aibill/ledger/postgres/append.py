@@ -31,6 +31,7 @@ from otel_aibill.ledger.checks import checked_counts, checked_trace_customers, n
 from otel_aibill.ledger.postgres import trace_customers
 from otel_aibill.ledger.postgres.database import Connection, Database, DataRefused
 from otel_aibill.ledger.postgres.schema import LOCK_CLASS
+from otel_aibill.ledger.postgres.supersede import supersede
 from otel_aibill.ledger.rows import (
     DIM_COLUMNS,
     RESPONSE_BUCKET_NS,
@@ -119,10 +120,14 @@ class Appender:
         rows, responses, repeated = unique_spans(list(batch.rows), now)
         customers = checked_trace_customers(batch.trace_customers)
         not_billable = checked_counts(batch.not_billable)
-        if not rows and not customers and not not_billable:
+        if not rows and not customers and not not_billable and not batch.superseded:
             return AppendResult(duplicate_spans=repeated)
         dim_ids = self._dim_ids(rows, now)
         records = _FIELDS(rows)
+        superseded = list(batch.superseded)
+        for record in superseded:
+            to_params(record, now)  # the checks of an insert
+        superseded_dims = self._dim_ids(superseded, now)
 
         def work(conn: Connection) -> AppendResult:
             marks: Iterable[str | None] = sibling_marks(conn, responses, len(rows))
@@ -133,11 +138,15 @@ class Appender:
                     write(record)
             row = conn.execute(_INSERT, (now,)).fetchone()
             stored, duplicates = (int(row[0]), int(row[1])) if row else (0, 0)
+            replaced = supersede(conn, superseded, superseded_dims)
             result = AppendResult(
                 inserted=stored - duplicates,
                 duplicate_spans=repeated + len(rows) - stored,
                 duplicate_responses=duplicates,
                 new_trace_customers=trace_customers.add(conn, customers, now),
+                superseded=len(replaced.replace),
+                superseded_exported=len(replaced.exported),
+                superseded_other_customer=tuple(replaced.other_customer),
             )
             _count_not_billable(conn, now, not_billable, result)  # last: its rows are shared
             return result

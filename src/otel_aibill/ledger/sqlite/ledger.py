@@ -130,7 +130,7 @@ class SqliteLedger:
                     duplicate_spans=repeated + len(rows) - changed,
                     duplicate_responses=marked - already,
                     new_trace_customers=trace_table.add(conn, customers_of, now),
-                    superseded=replaced.changed,
+                    superseded=len(replaced.replace),
                     superseded_exported=len(replaced.exported),
                     superseded_other_customer=tuple(replaced.other_customer),
                 )
