@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,14 +179,14 @@ def _totals(ledger: Ledger) -> list[tuple[Any, ...]]:
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("order", ["as_recorded", "reversed"])
 def test_same_totals_whichever_span_of_a_call_arrives_first(
-    runs: dict[str, Run], ledgers: dict[str, Ledger], tmp_path: Path, group: str, order: str
+    runs: dict[str, Run], ledgers: dict[str, Ledger], ledger_url: str, group: str, order: str
 ) -> None:
     """Each span in a batch of its own (as through a receiver, one request each), in the order
     the process finished them and reversed: what is billed does not depend on it."""
     views = _views(runs[group])
     if order == "reversed":
         views.reverse()
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'replay.db'}")
+    ledger = open_ledger(ledger_url)  # each backend
     try:
         pipeline = Pipeline(ledger)
         for view in views:
