@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from collections import defaultdict
 from decimal import ROUND_FLOOR, Decimal
@@ -275,4 +276,79 @@ def test_sigkill_between_steps_then_restart(
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     h.settle()
+    h.check()
+
+
+LOOP_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    sys.path.insert(0, {tests!r})
+    import stripe._http_client
+    stripe._http_client.HTTPClient.INITIAL_DELAY = 0.01
+    from fakestripe.support import open_test_ledger
+    from otel_aibill.config import Config
+    from otel_aibill.stripe import ExportStore, StripeConfig, StripeExporter, StripeEnv, make_client
+    sc = StripeConfig.model_validate_json({sc!r})
+    config = Config.model_validate_json({config!r})
+    client = make_client(StripeEnv({key!r}, {api!r}, {mev!r}, None), sc)
+    kill_after = int(sys.argv[1])
+    seen = []
+    def hook(point, ids):
+        if point == "sent":
+            seen.append(1)
+            print("sent", flush=True)
+            if len(seen) == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    StripeExporter(open_test_ledger({url!r}), ExportStore({url!r}), config, client, stripe_settings=sc,
+                   hook=hook).run_forever(stop)
+    """
+)
+
+
+def test_exporter_processes_on_one_postgres_database_bill_once(
+    tmp_path: Path, fake: FakeStripe, pg_url: str
+) -> None:
+    """Several exporter loops on one database while usage keeps arriving, the first one to send
+    SIGKILLed mid-run: one exports at a time (the advisory lock), the lock of the killed one is
+    released with its session, and Stripe counts every unit once."""
+    from fakestripe.server import API_KEY
+
+    sc = settings(concurrency=1, max_events_per_request=5, page_rows=20, poll_interval=0.1)
+    h = Harness(tmp_path, fake, sc, store_url=pg_url)
+    rows = make_rows(int(fake.clock()), n=120, seed=11)
+    h.add(rows[:40])
+    script = LOOP_SCRIPT.format(
+        tests=str(Path(__file__).parent),
+        sc=sc.model_dump_json(),
+        config=h.config.model_dump_json(),
+        key=API_KEY,
+        api=fake.api_base,
+        mev=fake.meter_events_base,
+        url=h.url,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    victim = subprocess.Popen([sys.executable, "-c", script, "2"], stdout=subprocess.PIPE, text=True, env=env)
+    assert victim.stdout is not None and victim.stdout.readline().strip() == "sent"  # it holds the lock
+    others = [
+        subprocess.Popen([sys.executable, "-c", script, "0"], stdout=subprocess.DEVNULL, env=env)
+        for _ in range(2)
+    ]
+    try:
+        assert victim.wait(timeout=60) == -signal.SIGKILL  # it sent, then died holding the lock
+        for start in range(40, 120, 20):
+            h.add(rows[start : start + 20])
+        for _ in range(600):
+            if not h.ledger.exportable(1) and not h.store.events(states=["pending", "review"]):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the surviving exporters never finished the export")
+    finally:
+        for proc in others:
+            proc.send_signal(signal.SIGTERM)
+        for proc in others:
+            assert proc.wait(timeout=60) == 0
+        victim.kill()
     h.check()
