@@ -122,6 +122,35 @@ class PricingConfig(_Strict):
     markup: tuple[MarkupRule, ...] = ()
 
 
+DEFAULT_PRICE_FEED = (
+    "https://raw.githubusercontent.com/pydantic/genai-prices/refs/heads/main/prices/new_data/v2/data.json"
+)
+"""The genai-prices v2 feed, as ``genai_prices.update_prices.DEFAULT_UPDATE_URL``."""
+
+
+class PricesConfig(_Strict):
+    """Where price updates come from, how often, and whether they apply at once or wait."""
+
+    source: str = DEFAULT_PRICE_FEED
+    """URL or file: genai-prices v2 data, or overrides ([[pricing.overrides]] TOML or JSON)."""
+    update_interval_seconds: float = Field(default=3600.0, ge=0)
+    """How often ``serve`` fetches the source (0: never; ``prices update`` still works)."""
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    policy: Literal["apply", "hold"] = "apply"
+    """``apply``: new prices price usage from their effective time; ``hold``: they wait for
+    ``prices approve``. ``policies`` sets it per provider (genai-prices provider ids)."""
+    policies: dict[str, Literal["apply", "hold"]] = Field(default_factory=dict)
+    second_opinion: str | None = None
+    """A LiteLLM model_prices_and_context_window.json (URL or file) to compare prices with."""
+    tolerance_percent: Decimal = Field(default=Decimal(1), ge=0)
+
+    _v = field_validator("tolerance_percent", mode="before")(_no_float)
+
+    def policy_for(self, provider: str) -> Literal["apply", "hold"]:
+        return self.policies.get(provider, self.policy)
+
+
 class ProcessorConfig(_Strict):
     queue_size: int = Field(default=8192, ge=1)
     on_full: Literal["drop", "block"] = "drop"
@@ -143,6 +172,7 @@ class Config(BaseModel):
     """App customer id -> Stripe customer id."""
     pricing: PricingConfig = PricingConfig()
     processor: ProcessorConfig = ProcessorConfig()
+    prices: PricesConfig = PricesConfig()
 
 
 class ConfigError(ValueError):

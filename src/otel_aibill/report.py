@@ -116,3 +116,27 @@ def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console
             ", ".join(notes),
         )
     console.print(table)
+
+
+def render_rows(title: str, items: list[dict[str, Any]], columns: tuple[str, ...], console: Console) -> None:
+    """A plain table of ``columns`` of ``items`` (prices, alerts...): numbers right-aligned."""
+    table = Table(title=title, show_lines=False)
+    sample = items[0] if items else {}
+    for col in columns:
+        numeric = isinstance(sample.get(col), int | Decimal) or col in ("old", "new", "price", "percent")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+    for item in items:
+        table.add_row(*("" if item.get(c) is None else str(item.get(c)) for c in columns))
+    console.print(table)
+
+
+def print_rows(
+    title: str, items: list[dict[str, Any]], columns: tuple[str, ...], fmt: str, out: Console | None = None
+) -> str | None:
+    """``items`` as ``fmt``: the JSON or CSV text returned (for the caller to echo), or the table printed."""
+    if fmt == "json":
+        return usage_json(items)
+    if fmt == "csv":
+        return usage_csv([{c: item.get(c) for c in columns} for item in items])
+    render_rows(title, items, columns, out or wide_console())
+    return None

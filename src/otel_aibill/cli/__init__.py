@@ -14,6 +14,7 @@ import typer
 from otel_aibill.cli.customers import customers_app
 from otel_aibill.cli.demo import demo
 from otel_aibill.cli.options import fail
+from otel_aibill.cli.prices import prices_app
 from otel_aibill.cli.usage import usage
 from otel_aibill.config import ConfigError, load_config
 
@@ -55,6 +56,7 @@ def _optional(module: str) -> Any:
 
 
 app.add_typer(customers_app, name="customers")
+app.add_typer(prices_app, name="prices")
 app.command()(usage)
 app.command()(demo)
 if serve := _optional("otel_aibill.cli.serve"):

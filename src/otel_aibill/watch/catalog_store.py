@@ -183,6 +183,10 @@ class CatalogStore:
             )  # fmt: skip
         return self.snapshot(seq)
 
+    def find(self, data_hash: str) -> StoredSnapshot | None:
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM price_snapshots WHERE data_hash = ?", (data_hash,))
+        return _stored(rows[0]) if rows else None
+
     def snapshots(self) -> list[StoredSnapshot]:
         return [_stored(r) for r in self.db.execute(f"SELECT {_COLUMNS} FROM price_snapshots ORDER BY seq")]
 
