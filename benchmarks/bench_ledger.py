@@ -27,6 +27,11 @@ Then summary and lookup times on the ledger database, through the rollup and (fo
 by scanning the rows as summaries did before the rollup.
 
     python benchmarks/bench_ledger.py --rows 600000 --batch 5000 --block 200000
+
+With ``--db postgresql://...`` it measures the PostgreSQL ledger instead (``bench_ledger_postgres.py``):
+append end to end against a raw binary COPY of the same rows, with client and server CPU a row.
+
+    python benchmarks/bench_ledger.py --db postgresql://127.0.0.1:5432/test --rows 600000
 """
 
 from __future__ import annotations
@@ -192,7 +197,22 @@ def main() -> None:
         "--only", default=None, help="comma-separated variants to run (the baseline always runs)"
     )
     parser.add_argument("--blocks", action="store_true", help="print each block's rows/s per variant")
+    parser.add_argument("--db", default=None, help="a postgresql:// URL: measure the PostgreSQL ledger")
     args = parser.parse_args()
+    if args.db is not None:
+        import bench_ledger_postgres
+
+        bench_ledger_postgres.run(
+            args.db,
+            make_batch,
+            receiver_shaped,
+            rows=args.rows,
+            batch=args.batch,
+            block=args.block,
+            day_ns=DAY_NS,
+            show_blocks=args.blocks,
+        )
+        return
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)

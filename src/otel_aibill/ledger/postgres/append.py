@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from operator import add
+from itertools import repeat
+from operator import add, attrgetter, is_
 from typing import Any, cast
 
 from otel_aibill.ledger.base import AppendBatch, AppendResult
@@ -44,7 +45,7 @@ from otel_aibill.ledger.rows import (
 )
 from otel_aibill.ledger.siblings import Responses, StoredResponse, sibling_duplicates, unique_spans
 from otel_aibill.records import attribute_reader
-from otel_aibill.usage import TOKEN_FIELDS, PricedUsage
+from otel_aibill.usage import TOKEN_FIELDS, PricedUsage, PriceStatus
 
 STAGE = "aibill_stage"
 _USAGE_COLUMNS = (
@@ -57,12 +58,12 @@ _USAGE_COLUMNS = (
     "response_id",
     "customer",
 )
-_PRICED_COLUMNS = ("status", "cost", "billed", "markup_rule")
+_PRICED_COLUMNS = ("cost", "billed", "markup_rule")
 _STAGE_COLUMNS = (*_USAGE_COLUMNS, *_PRICED_COLUMNS, "dim_id", "duplicate_of")
 _STAGE_TYPES = (
     *("text", "text", "text", "int8", "int8"),
     *("int8",) * len(TOKEN_FIELDS),
-    *("text", "text", "text", "numeric", "numeric", "text", "int4", "text"),
+    *("text", "text", "numeric", "numeric", "text", "int4", "text"),
 )
 assert len(_STAGE_TYPES) == len(_STAGE_COLUMNS)
 _NON_NEGATIVE = ("start_time_ns", "end_time_ns", *TOKEN_FIELDS)
@@ -73,19 +74,28 @@ STAGE_TABLE = (
     ' parent_span_id text COLLATE "C",'
     + ",".join(f" {c} bigint NOT NULL CHECK ({c} >= 0)" for c in _NON_NEGATIVE)
     + ', response_id text COLLATE "C", customer text COLLATE "C" CHECK (customer <> \'\'),'
-    " status text NOT NULL CHECK (status IN ('priced', 'unpriced')),"
     " cost numeric CHECK (cost - cost = 0), billed numeric CHECK (billed - billed = 0),"
     ' markup_rule text, dim_id integer NOT NULL, duplicate_of text COLLATE "C",'
-    " CHECK ((status = 'priced') = (cost IS NOT NULL)), CHECK (status = 'priced' OR billed IS NULL)"
+    " CHECK (cost IS NOT NULL OR billed IS NULL)"
     ") ON COMMIT DELETE ROWS"
 )
 """The staging table, one per connection (created when the pool opens it). ``cost - cost = 0``
-is false for NaN and the infinities, on any PostgreSQL version."""
+is false for NaN and the infinities, on any PostgreSQL version. There is no status column: a
+row is priced exactly when it has a cost (``_check_statuses``), so the insert derives it."""
 _COPY = f"COPY {STAGE} ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_ROW_COLUMNS = ("seq", *_STAGE_COLUMNS[:-2], "ingested_at_ns", "resp_bucket", "duplicate_of", "dim_id")
+_ROW_COLUMNS = (
+    "seq",
+    *_STAGE_COLUMNS[:-2],
+    "status",
+    "ingested_at_ns",
+    "resp_bucket",
+    "duplicate_of",
+    "dim_id",
+)
 _INSERT = (
     f"WITH stored AS (INSERT INTO usage_rows ({', '.join(_ROW_COLUMNS)})"
-    f" SELECT seq, {', '.join(_STAGE_COLUMNS[:-2])}, %s::bigint,"
+    f" SELECT seq, {', '.join(_STAGE_COLUMNS[:-2])},"
+    " CASE WHEN cost IS NULL THEN 'unpriced' ELSE 'priced' END, %s::bigint,"
     f" CASE WHEN response_id IS NOT NULL THEN start_time_ns / {RESPONSE_BUCKET_NS} END,"
     f" duplicate_of, dim_id FROM (SELECT nextval('usage_seq') AS seq, * FROM {STAGE} OFFSET 0) AS s"
     " ORDER BY start_time_ns, trace_id, span_id ON CONFLICT DO NOTHING RETURNING duplicate_of)"
@@ -100,11 +110,17 @@ _LOCK = (
     f"{LOCK_BUCKETS - 1} AS b FROM unnest(%s::text[]) AS t ORDER BY b OFFSET 0) AS buckets"
 )
 _STORED_RESPONSES = (
-    "SELECT u.seq, u.resp_bucket, d.provider, u.response_id, u.trace_id, u.span_id, u.start_time_ns,"
-    " u.duplicate_of FROM usage_rows u JOIN dims d ON d.id = u.dim_id"
-    " WHERE u.response_id = ANY(%s::text[]) AND u.resp_bucket = ANY(%s::int8[])"
+    "SELECT u.* FROM unnest(%s::text[]) AS r(response_id) CROSS JOIN LATERAL"
+    " (SELECT seq, resp_bucket, dim_id, response_id, trace_id, span_id, start_time_ns, duplicate_of"
+    " FROM usage_rows WHERE response_id = r.response_id AND resp_bucket = ANY(%s::int8[]) OFFSET 0) AS u"
 )
+"""One probe of ``usage_response`` per response id of the batch: the cost follows the batch, not
+the rows stored in its hours (the ``OFFSET 0`` keeps the planner from turning the probes into a
+scan of whole buckets, which it prefers while the table is small or has no statistics). Rows come
+with their ``dims`` id; the provider is looked up from it (``Appender._providers``)."""
 _FIELDS = attribute_reader(*(f"usage.{c}" for c in _USAGE_COLUMNS), *_PRICED_COLUMNS)
+_STATUS = attrgetter("status")
+_COST = attrgetter("cost")
 _REQUIRED_DIMS = frozenset(("provider", "model", "operation", "scope_name", "convention", "currency"))
 
 
@@ -114,6 +130,7 @@ class Appender:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._dims: dict[tuple[Any, ...], int] = {}
+        self._providers: dict[int, str] = {}  # dims id -> provider, for sibling lookups
 
     def append(self, batch: AppendBatch) -> AppendResult:
         now = time.time_ns()
@@ -122,6 +139,7 @@ class Appender:
         not_billable = checked_counts(batch.not_billable)
         if not rows and not customers and not not_billable and not batch.superseded:
             return AppendResult(duplicate_spans=repeated)
+        _check_statuses(rows, now)
         dim_ids = self._dim_ids(rows, now)
         records = _FIELDS(rows)
         superseded = list(batch.superseded)
@@ -130,7 +148,7 @@ class Appender:
         superseded_dims = self._dim_ids(superseded, now)
 
         def work(conn: Connection) -> AppendResult:
-            marks: Iterable[str | None] = sibling_marks(conn, responses, len(rows))
+            marks: Iterable[str | None] = self._sibling_marks(conn, responses, len(rows))
             with conn.cursor().copy(_COPY) as copy:
                 copy.set_types(_STAGE_TYPES)
                 write = copy.write_row
@@ -182,17 +200,34 @@ class Appender:
             raise _refuse(rows, now, exc) from exc
         return [self._dims[key] for key in keys]
 
+    def _sibling_marks(self, conn: Connection, responses: Responses | None, n: int) -> list[str | None]:
+        """``duplicate_of`` for each of the ``n`` rows (``siblings.sibling_duplicates``), after
+        taking the advisory locks of the traces of the rows that carry a response id."""
+        if responses is not None:
+            conn.execute(_LOCK, (LOCK_CLASS, sorted({f[2] for f in responses.fields})))
 
-def sibling_marks(conn: Connection, responses: Responses | None, n: int) -> list[str | None]:
-    """``duplicate_of`` for each of the ``n`` rows (``siblings.sibling_duplicates``), after taking
-    the advisory locks of the traces of the rows that carry a response id."""
-    if responses is not None:
-        conn.execute(_LOCK, (LOCK_CLASS, sorted({f[2] for f in responses.fields})))
+        def lookup(buckets: list[int], response_ids: list[str]) -> Iterable[StoredResponse]:
+            found = conn.execute(_STORED_RESPONSES, (response_ids, buckets)).fetchall()
+            unknown = {row[2] for row in found} - self._providers.keys()
+            if unknown:
+                self._providers.update(
+                    conn.execute("SELECT id, provider FROM dims WHERE id = ANY(%s::int[])", (list(unknown),))
+                )
+            providers = self._providers
+            return [(r[0], r[1], providers[r[2]], *r[3:]) for r in found]
 
-    def lookup(buckets: list[int], response_ids: list[str]) -> Iterable[StoredResponse]:
-        return cast(Iterable[StoredResponse], conn.execute(_STORED_RESPONSES, (response_ids, buckets)))
+        return sibling_duplicates(responses, n, lookup)[0]
 
-    return sibling_duplicates(responses, n, lookup)[0]
+
+def _check_statuses(rows: Sequence[PricedUsage], now: int) -> None:
+    """Refuse a row whose status is not a ``PriceStatus``, or that is priced without a cost or
+    unpriced with one (C-level passes over the batch; the row is named only on failure)."""
+    statuses = list(map(_STATUS, rows))
+    unpriced = list(map(is_, statuses, repeat(PriceStatus.UNPRICED)))
+    if statuses.count(PriceStatus.PRICED) + unpriced.count(True) != len(rows) or unpriced != list(
+        map(is_, map(_COST, rows), repeat(None))
+    ):
+        raise _refuse(rows, now, None)
 
 
 def _check_dim_values(row: PricedUsage, key: tuple[Any, ...]) -> None:

@@ -18,7 +18,9 @@ Design of the keys (measured in ``benchmarks/bench_ledger.py --db postgresql://.
 * Ids are ``text COLLATE "C"``: ids are arbitrary strings in the protocol (not always hex), and
   the C collation compares bytes instead of calling the locale's collation.
 * ``seq`` numbers the rows of a batch in batch order (drawn from ``usage_seq`` as the staging
-  table is read), while the insert itself goes in key order (``append.py``).
+  table is read), while the insert itself goes in key order (``append.py``). Each connection
+  takes 1000 numbers at a time (without a cache every number cost a buffer access and a share of
+  a WAL record, measured ~1.5 µs a row): ``seq`` grows within a connection, with gaps.
 * Money is ``numeric``: exact, so summaries are plain ``sum()``s.
 * Sibling lookups use a partial index on ``(response_id, resp_bucket)``; pending and exportable
   rows have partial indexes of their own, like SQLite's.
@@ -56,7 +58,7 @@ CREATE = (
     price_key text,
     unpriced_reason text NOT NULL
 )""",
-    "CREATE SEQUENCE usage_seq",
+    "CREATE SEQUENCE usage_seq CACHE 1000",
     f"""CREATE TABLE usage_rows (
     seq bigint PRIMARY KEY DEFAULT nextval('usage_seq'),
     trace_id text COLLATE "C" NOT NULL,
