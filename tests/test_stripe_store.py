@@ -3,18 +3,22 @@ older releases left (with their data), refusal of newer ones, one exporter per d
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fakestripe import FakeStripe
 from otel_aibill.db import SchemaTooNewError
+from otel_aibill.errors import LedgerUnavailableError
 from otel_aibill.stripe import ExportStore
 from otel_aibill.stripe.store.schema import STORE
+from pg_support import BASE_URL
 from test_stripe_export import Harness, make_rows, settings, store_execute
 
 
@@ -133,3 +137,34 @@ def test_processes_opening_one_new_postgres_store_at_once(pg_url: str) -> None:
     outputs = [p.communicate(timeout=60)[0].strip() for p in openers]
     assert [p.returncode for p in openers] == [0] * 4
     assert outputs == ["4"] * 4
+
+
+def test_an_unreachable_postgres_store_is_a_retry_later_error() -> None:
+    with pytest.raises(LedgerUnavailableError, match="export store's database"):
+        ExportStore("postgresql://127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_a_postgres_store_recovers_when_its_connections_are_cut(pg_url: str) -> None:
+    """Connections killed by the server (a restart, a failover): the next call fails as "retry
+    later" or works, and the store goes on without being reopened; nothing written is lost."""
+    name = f"store_cut_{os.getpid()}"
+    store = ExportStore(f"{pg_url}&application_name={name}")
+    try:
+        store.create_batch("b1", 1, "v1", "cost")
+        with psycopg.connect(BASE_URL, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                (name,),
+            ).fetchone()
+        assert cut is not None and cut[0] >= 1
+        outcomes = []
+        for _ in range(5):
+            try:
+                outcomes.append(store.staging_batches())
+            except LedgerUnavailableError:
+                outcomes.append(None)
+        assert outcomes[-1] == ["b1"]
+        store.create_batch("b2", 2, "v1", "cost")
+        assert sorted(store.staging_batches()) == ["b1", "b2"]
+    finally:
+        store.close()

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from otel_aibill.db import postgres as db_postgres
 from otel_aibill.db import sqlite as db_sqlite
+from otel_aibill.errors import LedgerUnavailableError
 from otel_aibill.ledger.url import PostgresOptions
 from otel_aibill.stripe.store.schema import STORE
 
@@ -145,6 +146,17 @@ class PgCursor:
         return self.cur.fetchall()
 
 
+@contextmanager
+def unavailable_as_retry(where: str) -> Iterator[None]:
+    """A database that cannot be reached (or a pool with no connection to give) is the system's
+    failure, not the data's: ``LedgerUnavailableError`` (the store is in the ledger's database),
+    so callers retry later instead of treating it as a bug."""
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise LedgerUnavailableError(f"the export store's database {where} is unavailable: {exc}") from exc
+
+
 def _key(name: str, schema: str) -> str:
     return f"otel_aibill.{name}:{schema}"
 
@@ -156,7 +168,7 @@ class PostgresEngine:
         self.options = options
         self.where = f"{options.display} (schema {options.schema})"
         self.schema = options.schema
-        with psycopg.connect(options.conninfo, autocommit=True) as conn:
+        with unavailable_as_retry(self.where), psycopg.connect(options.conninfo, autocommit=True) as conn:
             db_postgres.migrate(conn, STORE, options.schema, where=self.where)
         search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(options.schema))
 
@@ -171,7 +183,12 @@ class PostgresEngine:
             configure=configure,
             open=False,
         )
-        self.pool.open(wait=True, timeout=connect_timeout)
+        try:
+            with unavailable_as_retry(self.where):
+                self.pool.open(wait=True, timeout=connect_timeout)
+        except BaseException:
+            self.pool.close()
+            raise
 
     def match_any(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         if values:
@@ -179,14 +196,19 @@ class PostgresEngine:
 
     @contextmanager
     def tx(self) -> Iterator[Cursor]:
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        with (
+            unavailable_as_retry(self.where),
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             cur.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_key("store", self.schema),)
             )
             yield PgCursor(cur)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with unavailable_as_retry(self.where), self.pool.connection() as conn, conn.cursor() as cur:
             return PgCursor(cur).execute(sql, params).fetchall()
 
     def close(self) -> None:

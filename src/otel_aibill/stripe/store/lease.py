@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from otel_aibill.stripe.store.engine import PostgresEngine, SqliteEngine
+from otel_aibill.stripe.store.engine import PostgresEngine, SqliteEngine, unavailable_as_retry
 
 Gone = Callable[[str], bool]
 
@@ -68,7 +68,8 @@ class AdvisoryLease:
                     return now + ttl
                 self._drop()
                 return None  # the connection (and with it the lock) was lost: maybe taken since
-            conn = psycopg.connect(self.engine.options.conninfo, autocommit=True)
+            with unavailable_as_retry(self.engine.where):
+                conn = psycopg.connect(self.engine.options.conninfo, autocommit=True)
             try:
                 row = conn.execute(
                     "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,)
