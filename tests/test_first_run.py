@@ -131,3 +131,75 @@ def test_the_address_serve_prints_answers_with_what_is_served(tmp_path: Path) ->
             assert httpx.get(f"{srv.ui}{path}").status_code == 200
     finally:
         assert srv.stop() == 0
+
+
+READ_ONLY = (
+    ["usage"],
+    ["customers", "list"],
+    ["stripe", "held"],
+    ["stripe", "models"],
+    ["stripe", "export", "--once"],
+)
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=" ".join)
+def test_commands_that_read_say_there_is_no_ledger_instead_of_creating_one(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "nothing-here.db"
+    result = CliRunner().invoke(_app(), ["--db", f"sqlite:///{missing}", *command])
+    assert result.exit_code == 1, result.output
+    assert f"no ledger at sqlite:///{missing}" in result.output
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def _cli(*args: str, cwd: Path) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "otel_aibill.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [["usage"], ["customers", "set", "acme", "cus_acme"], ["demo"]], ids=" ".join
+)
+def test_an_unopenable_ledger_path_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    done = _cli("--db", "sqlite:///no-such-dir/x.db", *command, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and "no-such-dir" in line
+
+
+def test_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    done = _cli("--version", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"otel-aibill {version('otel-aibill')}\n")
+
+
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import typer.main
+
+    found = [prefix]
+    command = typer.main.get_command(group) if not prefix else group
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*prefix, name)) if hasattr(sub, "commands") else [(*prefix, name)]
+    return found
+
+
+def test_help_shows_the_usual_metavars() -> None:
+    """Options read ``--db URL``, flags show no type; nothing prints ``<str>`` or ``<bool>``."""
+    runner, seen = CliRunner(), set()
+    for path in _commands(_app()):
+        out = runner.invoke(_app(), [*path, "--help"]).output
+        options = out.split("Options:", 1)[1].split("Commands:", 1)[0]
+        assert not re.search(r"<\w+(\[\w+\])?>", options), (path, options)
+        seen.add(path)
+        if path == ("usage",):
+            assert "--format [table|json|csv]" in options and "--since TIME" in options
+    assert {(), ("usage",), ("serve",), ("stripe", "export"), ("stripe", "models")} <= seen
+    top = runner.invoke(_app(), ["--help"]).output
+    assert "--db URL" in top and "--config FILE" in top and re.search(r"--help\s+Show", top)

@@ -24,18 +24,40 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"otel-aibill {version('otel-aibill')}")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            typer.echo("otel-aibill (not installed)")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     ctx: typer.Context,
     db: Annotated[
-        str | None, typer.Option("--db", envvar="OTEL_AIBILL_DB", help="Ledger URL (sqlite:///aibill.db).")
+        str | None,
+        typer.Option(
+            "--db", envvar="OTEL_AIBILL_DB", metavar="URL", help="Ledger URL (sqlite:///aibill.db)."
+        ),
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", envvar="OTEL_AIBILL_CONFIG", help="TOML configuration file.")
+        str | None,
+        typer.Option(
+            "--config", envvar="OTEL_AIBILL_CONFIG", metavar="FILE", help="TOML configuration file."
+        ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Show the version and exit."),
+    ] = False,
 ) -> None:
     try:
         cfg = load_config(config, db=db)

@@ -18,8 +18,10 @@ customers_app = typer.Typer(help="Map your customer ids to Stripe customer ids."
 def customers_set(
     ctx: typer.Context,
     customer_id: str,
-    stripe_customer_id: Annotated[str | None, typer.Argument(help="cus_... (omit to clear).")] = None,
-    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    stripe_customer_id: Annotated[
+        str | None, typer.Argument(help="cus_... (omit to clear).", metavar="[STRIPE_CUSTOMER_ID]")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.", metavar="TEXT")] = None,
 ) -> None:
     """Map one of your customer ids to a Stripe customer id."""
     if stripe_customer_id is not None and not stripe_customer_id.startswith("cus_"):
@@ -35,7 +37,7 @@ def customers_set(
 @customers_app.command("list")
 def customers_list(ctx: typer.Context) -> None:
     """The customer mapping stored in the ledger."""
-    ledger = open_ledger_or_fail(config_of(ctx).db)
+    ledger = open_ledger_or_fail(config_of(ctx).db, must_exist=True)
     try:
         rows = ledger.customers()
     finally:

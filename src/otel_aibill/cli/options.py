@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,13 +14,17 @@ from rich.markup import escape
 from otel_aibill.config import Config, ConfigError, load_config
 from otel_aibill.display import visible
 
-DbOption = Annotated[str | None, typer.Option("--db", help="Ledger URL (overrides the global --db).")]
-ConfigOption = Annotated[str | None, typer.Option("--config", help="TOML configuration file.")]
+DbOption = Annotated[
+    str | None, typer.Option("--db", metavar="URL", help="Ledger URL (overrides the global --db).")
+]
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", metavar="FILE", help="TOML configuration file.")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit to raise (so callers can chain)."""
-    Console(stderr=True).print(f"[red]error:[/red] {escape(visible(message))}")
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(visible(message))}")
     return typer.Exit(code)
 
 
@@ -43,18 +48,43 @@ def command_config(ctx: typer.Context | None, db: str | None, config: str | None
     return base.model_copy(update={"db": db}) if db else base
 
 
-def open_ledger_or_fail(db: str) -> Any:
-    """The ledger at ``db``; an unusable URL (exit 2) or a database that cannot be reached (exit 1)
-    is an error exit, not a traceback."""
+def open_ledger_or_fail(db: str, *, must_exist: bool = False) -> Any:
+    """The ledger at ``db``; an unusable URL (exit 2), a database that cannot be reached or opened,
+    or with ``must_exist`` (commands that only read) one that is not there (exit 1) is a one-line
+    error, not a traceback, and nothing is created."""
+    import sqlite3
+
     from otel_aibill.errors import RetryLaterError
     from otel_aibill.ledger import open_ledger
 
+    path = _sqlite_file(db)
+    if must_exist and path is not None and not path.exists():
+        raise fail(f"no ledger at {db}: {path} does not exist (demo, serve or replay create one)", code=1)
     try:
         return open_ledger(db)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     except RetryLaterError as exc:
         raise fail(str(exc), code=1) from exc
+    except sqlite3.Error as exc:
+        hint = ""
+        if path is not None and not path.parent.is_dir():
+            hint = f" (the directory {path.parent} does not exist)"
+        raise fail(f"cannot open the ledger at {db}: {exc}{hint}", code=1) from exc
+
+
+def _sqlite_file(db: str) -> Path | None:
+    """The file of a SQLite ledger URL; None for other URLs, in-memory ones and bad ones (which
+    opening reports)."""
+    from otel_aibill.ledger.url import parse_sqlite_url
+
+    if not db.lower().startswith("sqlite:"):
+        return None
+    try:
+        options = parse_sqlite_url(db)
+    except ValueError:
+        return None
+    return None if options.in_memory else Path(options.path)
 
 
 def parse_time(value: str, name: str) -> datetime:

@@ -17,10 +17,13 @@ from otel_aibill.usage import SpanView
 def replay(
     ctx: typer.Context,
     files: Annotated[
-        list[Path], typer.Argument(help="OTLP JSON-lines or length-prefixed protobuf files, gzip ok.")
+        list[Path],
+        typer.Argument(help="OTLP JSON-lines or length-prefixed protobuf files, gzip ok.", metavar="FILE..."),
     ],
-    fmt: Annotated[str, typer.Option("--format", help="auto, json or proto.")] = "auto",
-    batch_spans: Annotated[int, typer.Option(help="Spans per ledger transaction.")] = 5000,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto, json or proto.", metavar="[auto|json|proto]")
+    ] = "auto",
+    batch_spans: Annotated[int, typer.Option(help="Spans per ledger transaction.", metavar="N")] = 5000,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail
+from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail, open_ledger_or_fail
 from otel_aibill.config import Config
 
 
@@ -32,22 +32,30 @@ def sink_factory(cfg: Config) -> Any:
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (loopback by default).")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="OTLP/gRPC port [4317].")] = None,
-    http_port: Annotated[int | None, typer.Option(help="OTLP/HTTP port [4318].")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (loopback by default).", metavar="HOST")
+    ] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="OTLP/gRPC port [4317].", metavar="PORT")] = None,
+    http_port: Annotated[int | None, typer.Option(help="OTLP/HTTP port [4318].", metavar="PORT")] = None,
     ui_port: Annotated[
-        int | None, typer.Option(help="Ops port: /healthz, /metrics, /stripe/webhook [8318].")
+        int | None,
+        typer.Option(help="Ops port: /, /healthz, /metrics, /stripe/webhook [8318].", metavar="PORT"),
     ] = None,
     auth_token: Annotated[
         str | None,
         typer.Option(
-            help="Require 'Authorization: Bearer TOKEN' (env OTEL_AIBILL_AUTH_TOKEN).", show_default=False
+            help="Require 'Authorization: Bearer TOKEN' (env OTEL_AIBILL_AUTH_TOKEN).",
+            show_default=False,
+            metavar="TOKEN",
         ),
     ] = None,
-    tls_cert: Annotated[str | None, typer.Option(help="TLS certificate (PEM) for both receivers.")] = None,
-    tls_key: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="TLS certificate (PEM) for both receivers.", metavar="FILE")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="TLS private key (PEM).", metavar="FILE")] = None,
     max_pending_spans: Annotated[
-        int | None, typer.Option(help="Spans waiting for commit before clients are told to retry [65536].")
+        int | None,
+        typer.Option(help="Spans waiting for commit before clients are told to retry [65536].", metavar="N"),
     ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
@@ -60,6 +68,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = command_config(ctx, db, config)
+    open_ledger_or_fail(cfg.db).close()  # a ledger that cannot be opened is one line, before listening
     try:
         settings = receiver_settings(
             cfg,

@@ -42,7 +42,7 @@ def _open(ctx: typer.Context) -> tuple[Any, Any]:
     from otel_aibill.stripe.store import ExportStore
 
     db = ctx.obj["db"]
-    ledger = open_ledger_or_fail(db)
+    ledger = open_ledger_or_fail(db, must_exist=True)  # no Stripe command creates a ledger
     try:
         return ledger, ExportStore(db)
     except ValueError as exc:
@@ -128,8 +128,10 @@ def export(
 @stripe_app.command()
 def reconcile(
     ctx: typer.Context,
-    start: Annotated[str, typer.Option("--from", help="Start (inclusive), ISO 8601; align to windows.")],
-    end: Annotated[str, typer.Option("--to", help="End (exclusive), ISO 8601.")],
+    start: Annotated[
+        str, typer.Option("--from", help="Start (inclusive), ISO 8601; align to windows.", metavar="TIME")
+    ],
+    end: Annotated[str, typer.Option("--to", help="End (exclusive), ISO 8601.", metavar="TIME")],
 ) -> None:
     """Per customer and meter: ledger vs sent vs Stripe's event summaries. Exit 1 on a mismatch."""
     from otel_aibill.stripe.reconcile import reconcile_range
@@ -188,7 +190,7 @@ def models(
     from otel_aibill.stripe.models import token_billing_model
 
     _, sc = _settings(ctx)
-    ledger = open_ledger_or_fail(ctx.obj["db"])
+    ledger = open_ledger_or_fail(ctx.obj["db"], must_exist=True)
     try:
         summary = ledger.usage_summary(UsageQuery(by=("provider", "model")))
     finally:
@@ -228,6 +230,7 @@ def held(
         typer.Option(
             help="Forget Stripe's rejection of this customer (cus_..., or 'all') once it is fixed in Stripe; "
             "a running 'serve' sends its held usage on its next pass.",
+            metavar="CUSTOMER",
         ),
     ] = None,
 ) -> None:

@@ -13,13 +13,17 @@ from otel_aibill.report import FORMATS, render_usage_table, summary_dicts, usage
 
 def usage(
     ctx: typer.Context,
-    customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
-    since: Annotated[str | None, typer.Option(help="ISO time, inclusive (span start).")] = None,
-    until: Annotated[str | None, typer.Option(help="ISO time, exclusive.")] = None,
-    by: Annotated[str, typer.Option(help=f"Group by, comma-separated: {','.join(GROUP_FIELDS)}.")] = (
-        "customer,provider,model"
-    ),
-    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    customer: Annotated[str | None, typer.Option(help="Only this customer.", metavar="ID")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO time, inclusive (span start).", metavar="TIME")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time, exclusive.", metavar="TIME")] = None,
+    by: Annotated[
+        str, typer.Option(help=f"Group by, comma-separated: {','.join(GROUP_FIELDS)}.", metavar="FIELDS")
+    ] = ("customer,provider,model"),
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, json or csv.", metavar="[table|json|csv]")
+    ] = "table",
 ) -> None:
     """Usage, provider cost, billed amount and margin, grouped."""
     group = tuple(part.strip() for part in by.split(",") if part.strip())
@@ -36,7 +40,7 @@ def usage(
         until=None if until is None else parse_time(until, "--until"),
         by=group,
     )
-    ledger = open_ledger_or_fail(config_of(ctx).db)
+    ledger = open_ledger_or_fail(config_of(ctx).db, must_exist=True)
     try:
         items = summary_dicts(ledger.usage_summary(query), group)
     finally:
