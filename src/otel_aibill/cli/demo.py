@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from otel_aibill.cli.options import config_of, fail, open_ledger_or_fail
+from otel_aibill.cli.options import check_sqlite_file, config_of, fail
 
 
 def demo(
@@ -28,5 +28,5 @@ def demo(
     if stripe_mode not in ("cost", "tokens"):
         raise fail("--stripe-mode must be cost or tokens")
     cfg = config_of(ctx)
-    open_ledger_or_fail(cfg.db).close()  # created here; a path that cannot be opened is one line
+    check_sqlite_file(cfg.db)
     run_demo(cfg.db, cfg, calls=calls, stripe_mode=stripe_mode)

@@ -73,6 +73,13 @@ def open_ledger_or_fail(db: str, *, must_exist: bool = False) -> Any:
         raise fail(f"cannot open the ledger at {db}: {exc}{hint}", code=1) from exc
 
 
+def check_sqlite_file(db: str) -> None:
+    """Before a long-running command starts: a SQLite ledger file that cannot be opened is the
+    one-line error of ``open_ledger_or_fail`` (other URLs are checked where they are opened)."""
+    if _sqlite_file(db) is not None:
+        open_ledger_or_fail(db).close()
+
+
 def _sqlite_file(db: str) -> Path | None:
     """The file of a SQLite ledger URL; None for other URLs, in-memory ones and bad ones (which
     opening reports)."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from otel_aibill.cli.options import ConfigOption, DbOption, command_config, fail, open_ledger_or_fail
+from otel_aibill.cli.options import ConfigOption, DbOption, check_sqlite_file, command_config, fail
 from otel_aibill.config import Config
 
 
@@ -68,7 +68,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = command_config(ctx, db, config)
-    open_ledger_or_fail(cfg.db).close()  # a ledger that cannot be opened is one line, before listening
+    check_sqlite_file(cfg.db)
     try:
         settings = receiver_settings(
             cfg,
