@@ -19,7 +19,9 @@ from otel_aibill.report import FORMATS, decimal_text, print_rows
 
 prices_app = typer.Typer(help="Price catalog versions: update, list, show, history, diff, approve.")
 
-FormatOption = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+FormatOption = Annotated[
+    str, typer.Option("--format", help="table, json or csv.", metavar="[table|json|csv]")
+]
 _PRICE_COLUMNS = ("provider", "model", "unit", "tier", "variant", "effective", "price", "source", "pending")
 _DIFF_COLUMNS: tuple[str, ...] = ("provider", "model", "unit", "tier", "variant", "effective", "change")
 _DIFF_COLUMNS += ("old", "new", "percent")
@@ -100,7 +102,9 @@ def _pending_note(latest: Any) -> None:
 @prices_app.command("update")
 def update(
     ctx: typer.Context,
-    source: Annotated[str | None, typer.Option(help="URL or file (default: [prices] source).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="URL or file (default: [prices] source).", metavar="URL|FILE")
+    ] = None,
     fmt: FormatOption = "table",
 ) -> None:
     """Fetch the price source and store what changed; older data is refused and listed."""
@@ -158,7 +162,9 @@ def _update_csv(report: Any) -> str:
 @prices_app.command("list")
 def list_prices(
     ctx: typer.Context,
-    provider: Annotated[str | None, typer.Option(help="Only this provider (genai-prices id).")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="Only this provider (genai-prices id).", metavar="ID")
+    ] = None,
     fmt: FormatOption = "table",
 ) -> None:
     """Prices of the current catalog (every period, tier and variant), and pending changes."""
