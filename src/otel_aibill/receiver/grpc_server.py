@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from otel_aibill.receiver.auth import bearer_ok
 from otel_aibill.receiver.committer import CommitFailed, Overloaded, ShuttingDown
+from otel_aibill.receiver.grpc_auth import BearerAuth
 from otel_aibill.receiver.ingest import Ingestor
 from otel_aibill.receiver.otlp_common import DecodeError
 from otel_aibill.receiver.responses import (
@@ -32,7 +32,6 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 class TraceService:
     def __init__(self, ingestor: Ingestor, settings: ReceiverSettings) -> None:
         self._ingestor = ingestor
-        self._token = settings.auth_token
         self._limit = settings.max_message_bytes
         self._retry_after = settings.retry_after_seconds
 
@@ -45,11 +44,8 @@ class TraceService:
         raise AssertionError("unreachable")  # abort raises
 
     def export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        if self._token is not None:
-            metadata = dict(context.invocation_metadata() or ())
-            if not bearer_ok(self._token, str(metadata.get("authorization", "")) or None):
-                self._outcome("unauthenticated")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        """The bearer token was checked from metadata before the message was received
+        (``grpc_auth.BearerAuth``)."""
         if len(request) > self._limit:
             self._outcome("too_large")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request larger than {self._limit} bytes")
@@ -96,8 +92,13 @@ def build_grpc_server(ingestor: Ingestor, settings: ReceiverSettings) -> tuple[g
         ("grpc.max_send_message_length", 4 * 1024 * 1024),
         ("grpc.so_reuseport", 0),
     ]
+    interceptors = []
+    if settings.auth_token:
+        interceptors.append(BearerAuth(settings.auth_token, lambda: service._outcome("unauthenticated")))
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="otlp-grpc"), options=options
+        ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="otlp-grpc"),
+        options=options,
+        interceptors=interceptors,
     )
     handler = grpc.unary_unary_rpc_method_handler(service.export)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
