@@ -24,7 +24,8 @@ ConfigOption = Annotated[
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr and return the exit to raise (so callers can chain)."""
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(visible(message))}")
+    shown = "\n".join(visible(line) for line in message.split("\n"))
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(shown)}")
     return typer.Exit(code)
 
 

@@ -44,10 +44,16 @@ def serve(
     auth_token: Annotated[
         str | None,
         typer.Option(
-            help="Require 'Authorization: Bearer TOKEN' (env OTEL_AIBILL_AUTH_TOKEN).",
+            help="Require 'Authorization: Bearer TOKEN'. Prefer --auth-token-file or the environment"
+            " variable OTEL_AIBILL_AUTH_TOKEN: a value on the command line is visible to every local"
+            " user in the process list.",
             show_default=False,
             metavar="TOKEN",
         ),
+    ] = None,
+    auth_token_file: Annotated[
+        str | None,
+        typer.Option(help="Read the bearer token from this file (its first line).", metavar="FILE"),
     ] = None,
     tls_cert: Annotated[
         str | None, typer.Option(help="TLS certificate (PEM) for both receivers.", metavar="FILE")
@@ -69,6 +75,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = command_config(ctx, db, config)
     check_sqlite_file(cfg.db)
+    if auth_token_file is not None:
+        if auth_token is not None:
+            raise fail("give --auth-token or --auth-token-file, not both")
+        auth_token = read_token_file(auth_token_file)
     try:
         settings = receiver_settings(
             cfg,
@@ -105,6 +115,18 @@ def serve(
     except ValueError as exc:  # a ledger URL that cannot be used
         raise fail(str(exc)) from exc
     raise typer.Exit(code)
+
+
+def read_token_file(path: str) -> str:
+    """The first line of ``path``, stripped; an unreadable or empty file is an error exit."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read --auth-token-file {path}: {exc}") from exc
+    if not token:
+        raise fail(f"--auth-token-file {path} is empty")
+    return token
 
 
 def tune_gc_for_ingest() -> None:

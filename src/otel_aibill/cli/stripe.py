@@ -38,6 +38,13 @@ def _client(sc: StripeConfig, required: bool) -> Any:
     return client
 
 
+def _stripe_failed(exc: Exception) -> typer.Exit:
+    """Stripe refused the key or failed: one line and exit 1, not a traceback."""
+    status = getattr(exc, "http_status", None)
+    message = getattr(exc, "user_message", None) or str(exc) or type(exc).__name__
+    return fail(f"Stripe{f' answered {status}' if status else ''}: {message}", code=1)
+
+
 def _open(ctx: typer.Context) -> tuple[Any, Any]:
     from otel_aibill.stripe.store import ExportStore
 
@@ -56,16 +63,20 @@ def setup(
     price: Annotated[bool, typer.Option(help="In cost mode, also create a product and a price.")] = True,
 ) -> None:
     """Create the meters the configured mode needs (and a price in cost mode); safe to run again."""
+    import stripe
+
     from otel_aibill.stripe.setup import SetupError, ensure_meters, ensure_price
 
     cfg, sc = _settings(ctx)
     client = _client(sc, required=True)
     try:
         actions = ensure_meters(client, sc)
+        if sc.mode == "cost" and price and sc.create_price:
+            actions += ensure_price(client, sc, currency_of(cfg, sc), actions[0].id)
     except SetupError as exc:
         raise fail(str(exc)) from exc
-    if sc.mode == "cost" and price and sc.create_price:
-        actions += ensure_price(client, sc, currency_of(cfg, sc), actions[0].id)
+    except stripe.StripeError as exc:
+        raise _stripe_failed(exc) from exc
     for a in actions:
         console.print(f"{a.kind:8} {a.action:12} {a.id}  {a.detail}")
 
@@ -95,8 +106,25 @@ def export(
         except KeyboardInterrupt:
             stop.set()
         return
-    report = exporter.run_once()
-    held_now = exporter.held_counts()
+    import stripe
+
+    try:
+        report = exporter.run_once()
+        held_now = exporter.held_counts()
+    except stripe.StripeError as exc:
+        raise _stripe_failed(exc) from exc
+    finally:
+        ledger.close()
+    _print_report(report, held_now, as_json)
+    if not report.dry_run and not report.settled:
+        raise fail(
+            f"{report.pending} meter event(s) not sent: Stripe did not take them this time; they are"
+            " kept and sent again by the next run",
+            code=1,
+        )
+
+
+def _print_report(report: Any, held_now: Any, as_json: bool) -> None:
     if as_json:
         out = {k: getattr(report, k) for k in report.__dataclass_fields__}
         out["held_total"] = held_now  # what `stripe held` lists; "held" is what this run held back

@@ -115,6 +115,22 @@ class GroupCommitter:
         self._start_error: BaseException | None = None
         self._rate = 0.0  # recent commit throughput, spans/s (moving average)
         self._sink: SpanSink | None = None
+        self._failed_at: float | None = None  # monotonic time of a failed commit, None once one succeeds
+
+    READY_AFTER_FAILURE_S = 30.0
+    """How long a failed commit, with no successful one since, makes the receiver not ready.
+    Bounded, so that an instance a load balancer stopped sending to is tried again."""
+
+    def not_ready(self) -> str | None:
+        """Why the receiver should not be sent spans now, or None: the last commit failed (the
+        ledger refused a write: full disk, read-only file, database down), or the queue is full
+        (the committer is not keeping up)."""
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() - failed_at < self.READY_AFTER_FAILURE_S:
+            return "the last ledger commit failed"
+        if self._pending >= self._max_pending:
+            return "the commit queue is full"
+        return None
 
     @property
     def pending_spans(self) -> int:
@@ -259,6 +275,7 @@ class GroupCommitter:
         )
 
     def _done(self, items: list[_Item], outcome: Committed | BaseException) -> None:
+        self._failed_at = time.monotonic() if isinstance(outcome, CommitFailed) else None
         with self._cond:
             self._pending -= sum(len(prepared.spans) for prepared, _ in items)
             self._metrics.queue_depth.set(self._pending)

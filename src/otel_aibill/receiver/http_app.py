@@ -54,8 +54,11 @@ class OtlpHttpApp:
             body = status_body(ctype, _INTERNAL, f"internal error: {type(exc).__name__}")
         self._ingestor.metrics.requests.labels("http", _OUTCOMES.get(status, str(status))).inc()
         headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *extra]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except Exception:  # the server already refused the request (garbage framing) or it is gone
+            log.debug("OTLP/HTTP reply not sent", exc_info=True)
 
     async def _handle(
         self, scope: Scope, receive: Receive

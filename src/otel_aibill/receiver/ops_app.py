@@ -3,6 +3,10 @@ given in ``routes`` (the Stripe webhook when it is configured); ``/`` lists them
 OTLP endpoints, so the address ``serve`` prints answers with what is there.
 
 A Starlette app, so other routes can be mounted next to them.
+
+``/healthz`` is liveness (the process serves; restarting it would not help), ``/readyz``
+readiness (send it spans now: its ledger takes writes and its committer keeps up). They differ
+through a full disk or a database that is down: spans should go elsewhere, not the process away.
 """
 
 from __future__ import annotations
@@ -25,20 +29,26 @@ def build_ops_app(
     health: Callable[[], dict[str, Any]],
     routes: Sequence[BaseRoute] = (),
     endpoints: Callable[[], Mapping[str, str]] = dict,
+    ready: Callable[[], dict[str, Any]] | None = None,
 ) -> Starlette:
-    """``health()`` returns a JSON-able status; a false ``"ok"`` turns /healthz into a 503.
-    ``endpoints()`` names the other listeners (OTLP), for the index page."""
+    """``health()`` and ``ready()`` (default: ``health``) return a JSON-able status; a false
+    ``"ok"`` is a 503. ``endpoints()`` names the other listeners (OTLP), for the index page."""
 
     async def healthz(request: Request) -> Response:
-        """The receiver's state as JSON; 503 until it serves (and while it stops)."""
+        """Liveness: the receiver's state as JSON; 503 until it serves (and while it stops)."""
         status = health()
+        return JSONResponse(status, status_code=200 if status.get("ok", True) else 503)
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: 503 while the last ledger commit failed or the commit queue is full."""
+        status = (ready or health)()
         return JSONResponse(status, status_code=200 if status.get("ok", True) else 503)
 
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics: spans received, billed, refused; queue depth; commit times."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    own = [Route("/healthz", healthz), Route("/metrics", prometheus), *routes]
+    own = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus), *routes]
 
     async def index(request: Request) -> Response:
         """This page (JSON when asked for ``application/json``)."""

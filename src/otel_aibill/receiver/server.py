@@ -25,6 +25,7 @@ from otel_aibill.receiver.committer import GroupCommitter, SinkFactory
 from otel_aibill.receiver.grpc_server import build_grpc_server
 from otel_aibill.receiver.http_app import OtlpHttpApp
 from otel_aibill.receiver.ingest import Ingestor
+from otel_aibill.receiver.log_limits import limit_client_error_logs
 from otel_aibill.receiver.metrics import ReceiverMetrics
 from otel_aibill.receiver.ops_app import build_ops_app
 from otel_aibill.receiver.settings import ReceiverSettings
@@ -69,7 +70,9 @@ class Receiver:
             commit_delay_s=settings.commit_delay_ms / 1000,
         )
         self.ingestor = Ingestor(self.committer, self.metrics, ByteBudget(settings.max_inflight_bytes))
-        self.ops_app = build_ops_app(self.metrics, self._health, ui_routes, self._endpoints)
+        self.ops_app = build_ops_app(
+            self.metrics, self._health, ui_routes, self._endpoints, ready=self._ready
+        )
         self.ports: dict[str, int] = {}
         self._state = "starting"
         self._on_ready = on_ready
@@ -93,6 +96,17 @@ class Receiver:
             **{f"{name}_port": port for name, port in self.ports.items()},
         }
 
+    def _ready(self) -> dict[str, Any]:
+        why = "not serving" if self._state != "serving" else self.committer.not_ready()
+        status: dict[str, Any] = {
+            "ok": why is None,
+            "state": self._state,
+            "queue_spans": self.committer.pending_spans,
+        }
+        if why:
+            status["reason"] = why
+        return status
+
     def _uvicorn(self, app: Any, lifespan: Literal["auto", "off"]) -> _Server:
         s = self.settings
         config = uvicorn.Config(
@@ -105,6 +119,7 @@ class Receiver:
             timeout_graceful_shutdown=int(s.shutdown_grace_seconds) or None,
             timeout_keep_alive=30,
         )
+        limit_client_error_logs()  # after the config: it sets uvicorn's logging up
         return _Server(config)
 
     async def serve(self, stop: asyncio.Event) -> None:
