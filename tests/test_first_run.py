@@ -121,7 +121,7 @@ def test_the_address_serve_prints_answers_with_what_is_served(tmp_path: Path) ->
             assert needle in page.text
         listed = httpx.get(f"{srv.ui}/", headers={"accept": "application/json"}).json()
         paths = {r["path"]: r for r in listed["routes"]}
-        assert set(paths) == {"/", "/healthz", "/metrics"}
+        assert set(paths) == {"/", "/healthz", "/readyz", "/metrics"}
         assert all(r["about"] for r in listed["routes"])
         assert (
             listed["otlp"]["OTLP/HTTP"]
