@@ -203,3 +203,122 @@ def test_help_shows_the_usual_metavars() -> None:
     assert {(), ("usage",), ("serve",), ("stripe", "export"), ("stripe", "models")} <= seen
     top = runner.invoke(_app(), ["--help"]).output
     assert "--db URL" in top and "--config FILE" in top and re.search(r"--help\s+Show", top)
+
+
+def _usage_ledger(tmp_path: Path) -> str:
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    ledger = open_test_ledger(db)
+    ledger.append(
+        AppendBatch(
+            rows=[
+                priced(
+                    1,
+                    "acme-corporation-international",
+                    1_700_000_000,
+                    "0.0123",
+                    model="gpt-4o-mini-2024-07-18",
+                ),
+                priced(
+                    2,
+                    "globex",
+                    1_700_000_000,
+                    "1.5",
+                    provider="anthropic",
+                    model="claude-sonnet-4-5-20250929",
+                ),
+            ]
+        )
+    )
+    ledger.close()
+    return db
+
+
+@pytest.mark.parametrize("width", [200, 150, 120, 100, 80, 60])
+def test_the_usage_table_fits_the_terminal_and_json_stays_complete(tmp_path: Path, width: int) -> None:
+    import os
+    import subprocess
+    import sys
+
+    db = _usage_ledger(tmp_path)
+    env = {**os.environ, "COLUMNS": str(width)}
+    table = subprocess.run(
+        [sys.executable, "-m", "otel_aibill.cli", "--db", db, "usage"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "globex" in table.stdout and "1.500000" in table.stdout
+    narrowed = "--format json or csv has every field" in " ".join(table.stdout.split())
+    assert narrowed == (width < 180)
+    full = subprocess.run(
+        [sys.executable, "-m", "otel_aibill.cli", "--db", db, "usage", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    [first, _] = json.loads(full.stdout)
+    assert {"cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "margin", "cost"} <= set(first)
+
+
+def _replay_file(tmp_path: Path) -> Path:
+    kv = lambda k, v: {"key": k, "value": v}  # noqa: E731
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "name": "chat",
+        "attributes": [
+            kv("gen_ai.operation.name", {"stringValue": "chat"}),
+            kv("gen_ai.provider.name", {"stringValue": "openai"}),
+            kv("gen_ai.request.model", {"stringValue": "gpt-4o-mini"}),
+            kv("gen_ai.usage.input_tokens", {"intValue": "100"}),
+            kv("gen_ai.usage.output_tokens", {"intValue": "10"}),
+            kv("customer.id", {"stringValue": "acme"}),
+        ],
+    }
+    doc = {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "s"}, "spans": [span]}]}]}
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    return path
+
+
+def test_replay_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    path = _replay_file(tmp_path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "otel_aibill.cli",
+        "--db",
+        f"sqlite:///{tmp_path / 'r.db'}",
+        "replay",
+        str(path),
+    ]
+    piped = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert "traces.jsonl" not in piped.stderr and "━" not in piped.stderr
+    assert "billed 1" in piped.stdout
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, env=env) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed its side
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(60) == 0
+    os.close(leader)
+    text = seen.decode("utf-8", "replace")
+    assert "traces.jsonl" in text and "━" in text  # the bar, with the file's name

@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from decimal import Decimal
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from otel_aibill.display import cell, csv_text
@@ -81,41 +83,96 @@ def _money(value: str) -> str:
 
 
 def wide_console() -> Console:
-    """A console that does not squash tables to 80 columns when output goes to a file or pipe."""
+    """A console that does not squash tables to 80 columns when output goes to a file or pipe
+    (unless ``COLUMNS`` says how wide to be); a terminal's own width is kept."""
     console = Console()
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal or os.environ.get("COLUMNS") else Console(width=200)
 
 
-def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console: Console) -> None:
-    """Ids and names from spans are shown as plain, visible text (``display.cell``)."""
+_LAYOUTS: tuple[tuple[str, ...], ...] = (
+    (
+        "spans",
+        "input",
+        "output",
+        "cache read",
+        "cache write",
+        "reasoning",
+        "cost",
+        "billed",
+        "margin",
+        "notes",
+    ),
+    ("spans", "input", "output", "cache r/w", "reasoning", "cost", "billed", "margin", "notes"),
+    ("spans", "input", "output", "cache r/w", "cost", "billed", "margin", "notes"),
+    ("spans", "input", "output", "cost", "billed", "notes"),
+    ("spans", "tokens in/out", "billed", "notes"),
+    ("spans", "billed"),
+)
+"""Usage table columns after the grouping keys, widest first: the first that fits the console is
+shown (cache reads and writes merged, then reasoning, margin and the token split dropped)."""
+
+_NUMERIC_COLUMNS = frozenset(_LAYOUTS[0] + _LAYOUTS[1] + _LAYOUTS[4]) - {"notes"}
+
+
+def _usage_cells(item: dict[str, Any]) -> dict[str, str]:
+    notes = []
+    if item["unpriced_spans"]:
+        notes.append(f"{item['unpriced_spans']} unpriced")
+    if item["pending_spans"]:
+        notes.append(f"{item['pending_spans']} pending")
+    return {
+        "spans": f"{item['spans']:,}",
+        "input": f"{item['input_tokens']:,}",
+        "output": f"{item['output_tokens']:,}",
+        "cache read": f"{item['cache_read_tokens']:,}",
+        "cache write": f"{item['cache_write_tokens']:,}",
+        "cache r/w": f"{item['cache_read_tokens']:,}/{item['cache_write_tokens']:,}",
+        "reasoning": f"{item['reasoning_tokens']:,}",
+        "tokens in/out": f"{item['input_tokens']:,}/{item['output_tokens']:,}",
+        "cost": _money(item["cost"]),
+        "billed": _money(item["billed"]),
+        "margin": _money(item["margin"]),
+        "notes": ", ".join(notes),
+    }
+
+
+def _usage_table(
+    items: list[dict[str, Any]], by: tuple[str, ...], columns: tuple[str, ...], cells: list[dict[str, str]]
+) -> Table:
     table = Table(title="Usage", show_lines=False)
     for key in by:
         table.add_column(key, overflow="fold")
-    numeric: tuple[str, ...] = ("spans", "input", "output", "cache read", "cache write", "reasoning")
-    numeric += ("cost", "billed", "margin")
-    for col in numeric:
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("notes")
-    for item in items:
-        notes = []
-        if item["unpriced_spans"]:
-            notes.append(f"{item['unpriced_spans']} unpriced")
-        if item["pending_spans"]:
-            notes.append(f"{item['pending_spans']} pending")
-        table.add_row(
-            *(cell(item[k]) for k in by),
-            f"{item['spans']:,}",
-            f"{item['input_tokens']:,}",
-            f"{item['output_tokens']:,}",
-            f"{item['cache_read_tokens']:,}",
-            f"{item['cache_write_tokens']:,}",
-            f"{item['reasoning_tokens']:,}",
-            _money(item["cost"]),
-            _money(item["billed"]),
-            _money(item["margin"]),
-            ", ".join(notes),
+    for col in columns:
+        numeric = col in _NUMERIC_COLUMNS
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
+    for item, row in zip(items, cells, strict=True):
+        table.add_row(*(cell(item[k]) for k in by), *(row[c] for c in columns))
+    return table
+
+
+def usage_table_columns(
+    items: list[dict[str, Any]], by: tuple[str, ...], console: Console
+) -> tuple[str, ...]:
+    """The widest layout of ``_LAYOUTS`` whose table fits ``console`` without wrapping."""
+    cells = [_usage_cells(item) for item in items]
+    for columns in _LAYOUTS:
+        table = _usage_table(items, by, columns, cells)
+        if Measurement.get(console, console.options.update_width(10**6), table).maximum <= console.width:
+            return columns
+    return _LAYOUTS[-1]
+
+
+def render_usage_table(items: list[dict[str, Any]], by: tuple[str, ...], console: Console) -> None:
+    """Ids and names from spans are shown as plain, visible text (``display.cell``). The table
+    fits the console: on a narrow terminal columns are merged or dropped (and said so); JSON
+    and CSV always carry every field."""
+    columns = usage_table_columns(items, by, console)
+    console.print(_usage_table(items, by, columns, [_usage_cells(item) for item in items]))
+    if columns != _LAYOUTS[0]:
+        console.print(
+            f"(narrowed to the terminal's {console.width} columns; --format json or csv has every field)",
+            style="dim",
         )
-    console.print(table)
 
 
 def render_rows(title: str, items: list[dict[str, Any]], columns: tuple[str, ...], console: Console) -> None:

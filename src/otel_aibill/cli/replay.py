@@ -65,6 +65,7 @@ def replay(
             TimeRemainingColumn(),
             console=err,
             transient=False,
+            disable=not err.is_terminal,  # a bar on a terminal; nothing in a pipe or a log file
         ) as progress:
             for path in files:
                 task = progress.add_task(path.name, total=path.stat().st_size)
